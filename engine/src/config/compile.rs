@@ -1,0 +1,508 @@
+//! Turns the YAML model into the immutable `Config` a worker runs on: names
+//! resolved to indexes, regexes compiled, addresses resolved, limits checked.
+//! An error is `(field path, message)`; `config::load` adds the file and line.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::bytes::{Regex, RegexBuilder};
+use rustc_hash::FxHashMap;
+
+use super::model::{self, LbPolicy, Protocol};
+use crate::router::{self, Action, HeaderMatcher, PathMatcher, RouteTable};
+
+type CResult<T> = Result<T, (String, String)>;
+
+/// One immutable configuration. Workers hold an `Arc<Config>` for as long as a
+/// connection (L4) or request (L7) that started on it is alive.
+#[derive(Debug)]
+pub struct Config {
+    /// Set when published; 0 until then.
+    pub epoch: u64,
+    /// Content hash of the source file, for `/config_dump`.
+    pub version: String,
+    pub source: PathBuf,
+    pub admin: SocketAddr,
+    pub access_log: Option<PathBuf>,
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Arc<Cluster>>,
+    pub model: model::File,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_head_bytes: usize,
+    pub max_headers: usize,
+    pub request_head_timeout: Duration,
+    pub downstream_idle_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug)]
+pub enum ListenerKind {
+    Http(RouteTable),
+    Tcp {
+        cluster: usize,
+        idle_timeout: Duration,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub endpoints: Vec<SocketAddr>,
+    pub lb: LbPolicy,
+    pub connect_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub idle_timeout: Duration,
+}
+
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const MAX_WEIGHT_TOTAL: u64 = 1_000_000;
+
+fn err<T>(field: impl Into<String>, msg: impl Into<String>) -> CResult<T> {
+    Err((field.into(), msg.into()))
+}
+
+pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
+    let admin = resolve_one("admin.address", &file.admin.address)?;
+    let l = &file.limits;
+    if l.max_request_head_bytes < 256 || l.max_request_head_bytes > 1 << 20 {
+        return err(
+            "limits.max_request_head_bytes",
+            "must be between 256 and 1048576",
+        );
+    }
+    if l.max_headers == 0 || l.max_headers > 1000 {
+        return err("limits.max_headers", "must be between 1 and 1000");
+    }
+    let limits = Limits {
+        max_request_head_bytes: l.max_request_head_bytes,
+        max_headers: l.max_headers,
+        request_head_timeout: l.request_head_timeout.0,
+        downstream_idle_timeout: l.downstream_idle_timeout.0,
+        upstream_response_timeout: l.upstream_response_timeout.0,
+        drain_timeout: l.drain_timeout.0,
+    };
+
+    let mut clusters = Vec::with_capacity(file.clusters.len());
+    let mut cluster_index: FxHashMap<&str, usize> = FxHashMap::default();
+    for (i, c) in file.clusters.iter().enumerate() {
+        let f = format!("clusters[{i}]");
+        if c.name.is_empty() {
+            return err(format!("{f}.name"), "must not be empty");
+        }
+        if cluster_index.insert(&c.name, i).is_some() {
+            return err(
+                format!("{f}.name"),
+                format!("duplicate cluster name {:?}", c.name),
+            );
+        }
+        let mut endpoints = Vec::with_capacity(c.endpoints.len());
+        for (j, e) in c.endpoints.iter().enumerate() {
+            endpoints.push(resolve_one(&format!("{f}.endpoints[{j}]"), e)?);
+        }
+        if c.connect_timeout.0.is_zero() {
+            return err(format!("{f}.connect_timeout"), "must be more than 0");
+        }
+        clusters.push(Arc::new(Cluster {
+            name: c.name.as_str().into(),
+            endpoints,
+            lb: c.lb_policy,
+            connect_timeout: c.connect_timeout.0,
+            max_idle_per_endpoint: c.max_idle_per_endpoint,
+            idle_timeout: c.idle_timeout.0,
+        }));
+    }
+
+    let mut listeners = Vec::with_capacity(file.listeners.len());
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    let mut next_route_id = 0u32;
+    for (i, lm) in file.listeners.iter().enumerate() {
+        let f = format!("listeners[{i}]");
+        if lm.name.is_empty() || !names.insert(lm.name.as_str()) {
+            return err(
+                format!("{f}.name"),
+                format!("listener name {:?} is empty or not unique", lm.name),
+            );
+        }
+        let addr = resolve_one(&format!("{f}.address"), &lm.address)?;
+        if !addrs.insert(addr) || addr == admin {
+            return err(
+                format!("{f}.address"),
+                format!("{addr} is used twice in this config"),
+            );
+        }
+        let kind = match lm.protocol {
+            Protocol::Tcp => {
+                if !lm.virtual_hosts.is_empty() {
+                    return err(
+                        format!("{f}.virtual_hosts"),
+                        "a tcp listener has no virtual hosts",
+                    );
+                }
+                let Some(name) = &lm.cluster else {
+                    return err(format!("{f}.cluster"), "a tcp listener needs a cluster");
+                };
+                let Some(&cluster) = cluster_index.get(name.as_str()) else {
+                    return err(format!("{f}.cluster"), format!("unknown cluster {name:?}"));
+                };
+                ListenerKind::Tcp {
+                    cluster,
+                    idle_timeout: lm.idle_timeout.map_or(Duration::from_secs(3600), |d| d.0),
+                }
+            }
+            Protocol::Http => {
+                if lm.cluster.is_some() {
+                    return err(
+                        format!("{f}.cluster"),
+                        "an http listener routes by virtual_hosts, not cluster",
+                    );
+                }
+                if lm.idle_timeout.is_some() {
+                    return err(
+                        format!("{f}.idle_timeout"),
+                        "http listeners use limits.downstream_idle_timeout",
+                    );
+                }
+                let table = compile_routes(
+                    &f,
+                    &lm.virtual_hosts,
+                    &cluster_index,
+                    &limits,
+                    &mut next_route_id,
+                )?;
+                ListenerKind::Http(table)
+            }
+        };
+        listeners.push(Listener {
+            name: lm.name.as_str().into(),
+            addr,
+            kind,
+        });
+    }
+
+    Ok(Config {
+        epoch: 0,
+        version: String::new(),
+        source: source.to_owned(),
+        admin,
+        access_log: file.access_log.as_ref().map(|a| PathBuf::from(&a.path)),
+        limits,
+        listeners,
+        clusters,
+        model: file,
+    })
+}
+
+fn compile_routes(
+    f: &str,
+    vhosts: &[model::VirtualHost],
+    clusters: &FxHashMap<&str, usize>,
+    limits: &Limits,
+    next_id: &mut u32,
+) -> CResult<RouteTable> {
+    let mut table = RouteTable {
+        vhosts: Vec::with_capacity(vhosts.len()),
+        exact: FxHashMap::default(),
+        suffixes: Vec::new(),
+        any: None,
+    };
+    let mut vnames = HashSet::new();
+    for (vi, vh) in vhosts.iter().enumerate() {
+        let vf = format!("{f}.virtual_hosts[{vi}]");
+        if !vnames.insert(vh.name.as_str()) {
+            return err(
+                format!("{vf}.name"),
+                format!("duplicate virtual host {:?}", vh.name),
+            );
+        }
+        if vh.domains.is_empty() {
+            return err(
+                format!("{vf}.domains"),
+                "needs at least one domain (use \"*\" for any)",
+            );
+        }
+        for (di, d) in vh.domains.iter().enumerate() {
+            let df = format!("{vf}.domains[{di}]");
+            let d = d.to_ascii_lowercase();
+            let dup = if d == "*" {
+                table.any.replace(vi).is_some()
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                if !suffix.starts_with('.') || suffix.len() < 2 || suffix.contains('*') {
+                    return err(df, "a wildcard domain is written *.example.com");
+                }
+                let dup = table
+                    .suffixes
+                    .iter()
+                    .any(|(s, _)| **s == *suffix.as_bytes());
+                table.suffixes.push((suffix.as_bytes().into(), vi));
+                dup
+            } else {
+                if d.contains('*') || d.is_empty() {
+                    return err(df, "a domain is exact, *.suffix or *");
+                }
+                table.exact.insert(d.as_bytes().into(), vi).is_some()
+            };
+            if dup {
+                return err(df, format!("domain {d:?} is claimed by two virtual hosts"));
+            }
+        }
+        let mut routes = Vec::with_capacity(vh.routes.len());
+        for (ri, r) in vh.routes.iter().enumerate() {
+            let rf = format!("{vf}.routes[{ri}]");
+            let name = r
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}/{ri}", vh.name));
+            routes.push(compile_route(&rf, r, name, clusters, limits, *next_id)?);
+            *next_id += 1;
+        }
+        table.vhosts.push(router::VirtualHost {
+            name: vh.name.as_str().into(),
+            routes,
+        });
+    }
+    table.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    Ok(table)
+}
+
+fn compile_route(
+    rf: &str,
+    r: &model::Route,
+    name: String,
+    clusters: &FxHashMap<&str, usize>,
+    limits: &Limits,
+    id: u32,
+) -> CResult<router::Route> {
+    let path = match &r.matcher.path {
+        None => PathMatcher::Any,
+        Some(p) => match (&p.prefix, &p.exact, &p.regex) {
+            (Some(x), None, None) => {
+                PathMatcher::Prefix(path_bytes(&format!("{rf}.match.path.prefix"), x)?)
+            }
+            (None, Some(x), None) => {
+                PathMatcher::Exact(path_bytes(&format!("{rf}.match.path.exact"), x)?)
+            }
+            (None, None, Some(x)) => {
+                PathMatcher::Regex(regex(&format!("{rf}.match.path.regex"), x)?)
+            }
+            _ => {
+                return err(
+                    format!("{rf}.match.path"),
+                    "set exactly one of prefix, exact, regex",
+                )
+            }
+        },
+    };
+    let mut methods = Vec::new();
+    for (i, m) in r.matcher.methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+            return err(
+                format!("{rf}.match.methods[{i}]"),
+                format!("{m:?} is not an HTTP method"),
+            );
+        }
+        methods.push(m.as_bytes().into());
+    }
+    let mut headers = Vec::new();
+    for (i, h) in r.matcher.headers.iter().enumerate() {
+        let hf = format!("{rf}.match.headers[{i}]");
+        let hname = header_name(&format!("{hf}.name"), &h.name)?;
+        headers.push(match (&h.exact, h.present, &h.regex) {
+            (Some(v), None, None) => HeaderMatcher::Exact {
+                name: hname,
+                value: v.as_bytes().into(),
+            },
+            (None, Some(present), None) => HeaderMatcher::Present {
+                name: hname,
+                present,
+            },
+            (None, None, Some(re)) => HeaderMatcher::Regex {
+                name: hname,
+                regex: regex(&format!("{hf}.regex"), re)?,
+            },
+            _ => return err(hf, "set exactly one of exact, present, regex"),
+        });
+    }
+
+    let action = match (&r.route, &r.direct_response) {
+        (Some(a), None) => {
+            let af = format!("{rf}.route");
+            let mut targets = Vec::new();
+            let mut total: u64 = 0;
+            match (&a.cluster, a.weighted_clusters.is_empty()) {
+                (Some(c), true) => {
+                    let Some(&idx) = clusters.get(c.as_str()) else {
+                        return err(format!("{af}.cluster"), format!("unknown cluster {c:?}"));
+                    };
+                    targets.push((idx, 1));
+                    total = 1;
+                }
+                (None, false) => {
+                    for (i, w) in a.weighted_clusters.iter().enumerate() {
+                        let wf = format!("{af}.weighted_clusters[{i}]");
+                        let Some(&idx) = clusters.get(w.cluster.as_str()) else {
+                            return err(
+                                format!("{wf}.cluster"),
+                                format!("unknown cluster {:?}", w.cluster),
+                            );
+                        };
+                        total += u64::from(w.weight);
+                        if total > MAX_WEIGHT_TOTAL {
+                            return err(
+                                format!("{wf}.weight"),
+                                format!("weights must add up to at most {MAX_WEIGHT_TOTAL}"),
+                            );
+                        }
+                        if w.weight > 0 {
+                            targets.push((idx, total as u32));
+                        }
+                    }
+                    if total == 0 {
+                        return err(format!("{af}.weighted_clusters"), "weights add up to 0");
+                    }
+                }
+                _ => return err(af, "set exactly one of cluster, weighted_clusters"),
+            }
+            let prefix_rewrite = match &a.prefix_rewrite {
+                None => None,
+                Some(p) => {
+                    if !matches!(path, PathMatcher::Prefix(_)) {
+                        return err(
+                            format!("{af}.prefix_rewrite"),
+                            "needs a match.path.prefix route",
+                        );
+                    }
+                    Some(path_bytes(&format!("{af}.prefix_rewrite"), p)?)
+                }
+            };
+            Action::Forward(router::Forward {
+                targets,
+                total_weight: total as u32,
+                prefix_rewrite,
+                timeout: a.timeout.map_or(limits.upstream_response_timeout, |d| d.0),
+            })
+        }
+        (None, Some(d)) => {
+            if !(200..=599).contains(&d.status) {
+                return err(format!("{rf}.direct_response.status"), "must be 200..599");
+            }
+            let ct = d
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain".into());
+            if ct.bytes().any(|b| b.is_ascii_control()) {
+                return err(
+                    format!("{rf}.direct_response.content_type"),
+                    "has control characters",
+                );
+            }
+            Action::Direct(router::Direct {
+                status: d.status,
+                body: d.body.as_bytes().into(),
+                content_type: ct.into(),
+            })
+        }
+        _ => return err(rf, "set exactly one of route, direct_response"),
+    };
+
+    Ok(router::Route {
+        id,
+        name: name.into(),
+        path,
+        methods,
+        headers,
+        action,
+        request_headers_to_add: header_values(
+            &format!("{rf}.request_headers_to_add"),
+            &r.request_headers_to_add,
+        )?,
+        request_headers_to_remove: header_names(
+            &format!("{rf}.request_headers_to_remove"),
+            &r.request_headers_to_remove,
+        )?,
+        response_headers_to_add: header_values(
+            &format!("{rf}.response_headers_to_add"),
+            &r.response_headers_to_add,
+        )?,
+        response_headers_to_remove: header_names(
+            &format!("{rf}.response_headers_to_remove"),
+            &r.response_headers_to_remove,
+        )?,
+    })
+}
+
+fn regex(f: &str, re: &str) -> CResult<Regex> {
+    RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .or_else(|e| err(f, format!("bad regex: {e}")))
+}
+
+fn path_bytes(f: &str, p: &str) -> CResult<Box<[u8]>> {
+    if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return err(
+            f,
+            format!("{p:?} is not a path (starts with /, no spaces or control characters)"),
+        );
+    }
+    Ok(p.as_bytes().into())
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn header_name(f: &str, n: &str) -> CResult<Box<[u8]>> {
+    if n.is_empty() || !n.bytes().all(is_token) {
+        return err(f, format!("{n:?} is not a valid header name"));
+    }
+    Ok(n.to_ascii_lowercase().into_bytes().into())
+}
+
+fn header_names(f: &str, names: &[String]) -> CResult<Vec<Box<[u8]>>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| header_name(&format!("{f}[{i}]"), n))
+        .collect()
+}
+
+fn header_values(f: &str, hv: &[model::HeaderValue]) -> CResult<Vec<(Box<[u8]>, Box<[u8]>)>> {
+    let mut out = Vec::with_capacity(hv.len());
+    for (i, h) in hv.iter().enumerate() {
+        let name = header_name(&format!("{f}[{i}].name"), &h.name)?;
+        if h.value
+            .bytes()
+            .any(|b| (b < b' ' && b != b'\t') || b == 0x7f)
+        {
+            return err(format!("{f}[{i}].value"), "has control characters");
+        }
+        out.push((name, h.value.as_bytes().into()));
+    }
+    Ok(out)
+}
+
+fn resolve_one(f: &str, addr: &str) -> CResult<SocketAddr> {
+    match addr.to_socket_addrs() {
+        Ok(mut it) => match it.next() {
+            Some(a) => Ok(a),
+            None => err(f, format!("{addr:?} resolves to no address")),
+        },
+        Err(e) => err(f, format!("{addr:?} is not host:port ({e})")),
+    }
+}

@@ -1,0 +1,95 @@
+//! Configuration: the YAML model users write (`model`), and its compilation into
+//! the immutable, validated `Config` that one epoch of the workers runs on.
+
+pub mod compile;
+pub mod duration;
+mod locate;
+pub mod model;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use compile::{Cluster, Config, Limits, Listener, ListenerKind};
+
+/// A config error names the file, the line (where known) and the field.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read, parse and compile a config file. Runs on the control thread, never on
+/// a worker: name resolution and regex compilation may take time.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    load_str(path, &text)
+}
+
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let file: model::File = if text.trim().is_empty() {
+        model::File::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| {
+            // serde_yaml puts the field path at the front and the location at
+            // the end of its message; keep the path, move the line up front.
+            let mut msg = e.to_string();
+            if let Some(cut) = msg.find(" at line ") {
+                msg.truncate(cut);
+            }
+            let (field, message) = match msg.split_once(": ") {
+                Some((f, m)) if !f.contains(' ') => (f.to_owned(), m.to_owned()),
+                _ => (String::new(), msg),
+            };
+            ConfigError {
+                file: path.to_owned(),
+                line: e.location().map(|l| l.line()),
+                field,
+                message,
+            }
+        })?
+    };
+    let mut config = compile::compile(file, path).map_err(|(field, message)| {
+        let lines = locate::field_lines(text);
+        ConfigError {
+            file: path.to_owned(),
+            line: locate::line_of(&lines, &field),
+            field,
+            message,
+        }
+    })?;
+    config.version = format!("{:016x}", fnv1a(text.as_bytes()));
+    Ok(config)
+}
+
+/// Content hash for the config version (not cryptographic: it only tells
+/// operators whether two proxies run the same file).
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests;

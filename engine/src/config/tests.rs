@@ -1,0 +1,136 @@
+use std::path::Path;
+
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    load_str(Path::new("proxy.yaml"), text)
+}
+
+const GOOD: &str = r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:18080
+    virtual_hosts:
+      - name: v
+        domains: ["*"]
+        routes:
+          - name: r
+            match: { path: { prefix: / } }
+            route: { cluster: up }
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:9"]
+"#;
+
+#[test]
+fn quickstart_compiles() {
+    let text = include_str!("../../../deploy/examples/quickstart.yaml");
+    let c = load(text).unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.clusters[0].name.as_ref(), "admin");
+}
+
+#[test]
+fn good_config_compiles_with_defaults() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.limits.max_headers, 100);
+    assert_eq!(c.limits.max_request_head_bytes, 61440);
+    assert_eq!(
+        c.limits.request_head_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        c.clusters[0].connect_timeout,
+        std::time::Duration::from_secs(1)
+    );
+    assert_eq!(c.version.len(), 16);
+}
+
+#[test]
+fn unknown_cluster_names_file_line_and_field() {
+    let bad = GOOD.replace("route: { cluster: up }", "route: { cluster: upp }");
+    let e = load(&bad).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "proxy.yaml:10: listeners[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster \"upp\""
+    );
+}
+
+#[test]
+fn unknown_field_is_an_error_with_line() {
+    let bad = GOOD.replace(
+        "    address: 127.0.0.1:18080",
+        "    address: 127.0.0.1:18080\n    adress: x",
+    );
+    let e = load(&bad).unwrap_err();
+    assert_eq!(e.line, Some(4));
+    assert!(e.to_string().contains("unknown field `adress`"), "{e}");
+    assert!(e.field.starts_with("listeners[0]"), "{e}");
+}
+
+#[test]
+fn bad_duration_and_limits_are_rejected() {
+    let e = load(&format!("limits:\n  request_head_timeout: 10\n{GOOD}")).unwrap_err();
+    assert!(e.to_string().contains("limits.request_head_timeout"), "{e}");
+    let e = load(&format!("limits:\n  max_headers: 0\n{GOOD}")).unwrap_err();
+    assert_eq!(e.field, "limits.max_headers");
+    assert_eq!(e.line, Some(2));
+}
+
+#[test]
+fn route_rules_are_checked() {
+    let two = GOOD.replace(
+        "route: { cluster: up }",
+        "route: { cluster: up, weighted_clusters: [{cluster: up, weight: 1}] }",
+    );
+    assert!(load(&two)
+        .unwrap_err()
+        .to_string()
+        .contains("exactly one of cluster, weighted_clusters"));
+    let zero = GOOD.replace(
+        "route: { cluster: up }",
+        "route: { weighted_clusters: [{cluster: up, weight: 0}] }",
+    );
+    assert!(load(&zero)
+        .unwrap_err()
+        .to_string()
+        .contains("weights add up to 0"));
+    let huge = GOOD.replace(
+        "route: { cluster: up }",
+        "route: { weighted_clusters: [{cluster: up, weight: 4000000000}] }",
+    );
+    assert!(load(&huge)
+        .unwrap_err()
+        .to_string()
+        .contains("at most 1000000"));
+    let re = GOOD.replace("prefix: /", "regex: \"(\"");
+    assert!(load(&re).unwrap_err().to_string().contains("bad regex"));
+    let rw = GOOD
+        .replace("prefix: /", "exact: /a")
+        .replace("cluster: up }", "cluster: up, prefix_rewrite: /b }");
+    assert!(load(&rw)
+        .unwrap_err()
+        .to_string()
+        .contains("needs a match.path.prefix"));
+}
+
+#[test]
+fn duplicates_are_rejected() {
+    let dup = GOOD.replace(
+        "clusters:\n",
+        "clusters:\n  - name: up\n    endpoints: []\n",
+    );
+    let e = load(&dup).unwrap_err();
+    assert_eq!(e.field, "clusters[1].name");
+    assert!(e.to_string().contains("duplicate cluster name"));
+}
+
+#[test]
+fn tcp_listener_needs_cluster() {
+    let t = "listeners:\n  - name: t\n    address: 127.0.0.1:18081\n    protocol: tcp\n";
+    let e = load(t).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "proxy.yaml:2: listeners[0].cluster: a tcp listener needs a cluster"
+    );
+}

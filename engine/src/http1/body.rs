@@ -1,0 +1,87 @@
+//! Streams one message body from a source to a destination without holding it
+//! whole: the bytes are written out of the same buffer they were read into.
+//! Chunked bodies are validated on the way (a bad chunk stops the transfer) but
+//! forwarded byte for byte, trailers included.
+
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::codec::{BodyFraming, ChunkedState};
+use crate::io::{read_append, write_range};
+
+/// Trailer section limit for chunked bodies.
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// The source closed before the body ended.
+    SrcClosed,
+    SrcError,
+    SrcTimeout,
+    DstError,
+    /// Invalid chunked framing from the source.
+    Framing,
+}
+
+/// Moves the body described by `framing`. `buf` starts with bytes already read
+/// from `src` (possibly more than this body). Returns the bytes moved and the
+/// buffer, holding whatever followed the body.
+pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
+    src: &mut S,
+    dst: &mut D,
+    mut buf: Vec<u8>,
+    framing: BodyFraming,
+    idle: Duration,
+) -> (Result<u64, BodyError>, Vec<u8>) {
+    let mut moved = 0u64;
+    let mut chunked = ChunkedState::new(MAX_TRAILER_BYTES);
+    let mut remaining = match framing {
+        BodyFraming::None => return (Ok(0), buf),
+        BodyFraming::ContentLength(n) => n,
+        BodyFraming::Chunked | BodyFraming::UntilClose => u64::MAX,
+    };
+    loop {
+        if !buf.is_empty() {
+            let (take, done) = match framing {
+                BodyFraming::ContentLength(_) => {
+                    let take = remaining.min(buf.len() as u64) as usize;
+                    remaining -= take as u64;
+                    (take, remaining == 0)
+                }
+                BodyFraming::Chunked => match chunked.feed(&buf) {
+                    Ok(p) => (p.consumed, p.done),
+                    Err(_) => return (Err(BodyError::Framing), buf),
+                },
+                _ => (buf.len(), false),
+            };
+            let (res, b) = write_range(dst, buf, 0, take).await;
+            buf = b;
+            if res.is_err() {
+                return (Err(BodyError::DstError), buf);
+            }
+            moved += take as u64;
+            buf.drain(..take);
+            if done {
+                return (Ok(moved), buf);
+            }
+        } else if remaining == 0 {
+            return (Ok(moved), buf);
+        }
+        // Everything buffered was body and is written: read more.
+        buf.clear();
+        let cap = buf.capacity().max(crate::worker::BUF_SIZE);
+        match monoio::time::timeout(idle, read_append(src, buf, cap)).await {
+            Err(_) => return (Err(BodyError::SrcTimeout), Vec::new()),
+            Ok((res, b)) => {
+                buf = b;
+                match res {
+                    Ok(0) if framing == BodyFraming::UntilClose => return (Ok(moved), buf),
+                    Ok(0) => return (Err(BodyError::SrcClosed), buf),
+                    Ok(_) => {}
+                    Err(_) => return (Err(BodyError::SrcError), buf),
+                }
+            }
+        }
+    }
+}

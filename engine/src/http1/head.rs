@@ -1,0 +1,144 @@
+//! Writing heads: the request head sent upstream (hop-by-hop headers dropped,
+//! forwarding headers set, route header edits applied, prefix rewritten) and the
+//! response head sent downstream.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use super::codec::{BodyFraming, Header, HeaderKind, RequestHead, ResponseHead};
+use crate::router::Route;
+
+/// Choices the connection loop made that change the head.
+pub struct RequestEdits<'a> {
+    pub route: &'a Route,
+    /// (matched prefix length, replacement) when the route rewrites the prefix.
+    pub rewrite: Option<(usize, &'a [u8])>,
+    pub client_ip: IpAddr,
+    pub request_id: &'a [u8],
+    /// We answered `Expect: 100-continue` ourselves; do not forward it.
+    pub strip_expect: bool,
+}
+
+fn in_list(list: &[Box<[u8]>], name: &[u8]) -> bool {
+    list.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &RequestEdits<'_>) {
+    out.extend_from_slice(h.method_span.get(buf));
+    out.push(b' ');
+    // Origin-form from here on: for an absolute-form target, the path onward.
+    let target_end = h.target.end as usize;
+    let origin = buf.get(h.path.start as usize..target_end).unwrap_or(b"/");
+    match e.rewrite {
+        Some((matched, new_prefix)) => {
+            out.extend_from_slice(new_prefix);
+            out.extend_from_slice(origin.get(matched..).unwrap_or_default());
+        }
+        None => out.extend_from_slice(origin),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut xff: Option<&[u8]> = None;
+    for hd in &h.headers {
+        let name = hd.name.get(buf);
+        match hd.kind {
+            HeaderKind::XForwardedFor => {
+                xff = Some(hd.value.get(buf));
+                continue;
+            }
+            HeaderKind::XForwardedProto | HeaderKind::XRequestId => continue,
+            HeaderKind::Expect if e.strip_expect => continue,
+            _ => {}
+        }
+        if hd.hop_by_hop || in_list(&e.route.request_headers_to_remove, name) {
+            continue;
+        }
+        put_header(out, name, hd.value.get(buf));
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = xff {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{}\r\n", e.client_ip);
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    put_header(out, b"x-request-id", e.request_id);
+    for (n, v) in &e.route.request_headers_to_add {
+        put_header(out, n, v);
+    }
+    if h.framing == BodyFraming::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if let Some(up) = h.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        put_header(out, b"upgrade", up.get(buf));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub struct ResponseEdits<'a> {
+    pub route: &'a Route,
+    pub request_id: &'a [u8],
+    /// We close the downstream connection after this response.
+    pub close: bool,
+    /// The client spoke HTTP/1.0 and asked for keep-alive.
+    pub http10_keep_alive: bool,
+    /// This is a 101 to an Upgrade request: keep Upgrade/Connection.
+    pub upgrade: bool,
+}
+
+pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &ResponseEdits<'_>) {
+    let _ = write!(out, "HTTP/1.1 {} ", r.status);
+    out.extend_from_slice(r.reason.get(buf));
+    out.extend_from_slice(b"\r\n");
+    let mut has_id = false;
+    for hd in &r.headers {
+        let name = hd.name.get(buf);
+        if e.upgrade && matches!(hd.kind, HeaderKind::Upgrade | HeaderKind::Connection) {
+            put_header(out, name, hd.value.get(buf));
+            continue;
+        }
+        if hd.hop_by_hop || in_list(&e.route.response_headers_to_remove, name) {
+            continue;
+        }
+        has_id |= hd.kind == HeaderKind::XRequestId;
+        put_header(out, name, hd.value.get(buf));
+    }
+    for (n, v) in &e.route.response_headers_to_add {
+        put_header(out, n, v);
+    }
+    if !has_id {
+        put_header(out, b"x-request-id", e.request_id);
+    }
+    if r.framing == BodyFraming::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if e.close && !e.upgrade {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if e.http10_keep_alive {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Looks a request header up by lower-case name, for the router.
+pub struct Lookup<'a> {
+    pub buf: &'a [u8],
+    pub headers: &'a [Header],
+}
+
+impl crate::router::HeaderLookup for Lookup<'_> {
+    fn header(&self, lower_name: &[u8]) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.get(self.buf).eq_ignore_ascii_case(lower_name))
+            .map(|h| h.value.get(self.buf))
+    }
+}

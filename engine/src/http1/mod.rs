@@ -1,0 +1,800 @@
+//! HTTP/1.1 reverse proxy: one downstream connection, request after request.
+//!
+//! The life of a request, in order:
+//! 1. `read_head`: wait for bytes without holding a buffer, then read and parse
+//!    the head under the request-head timeout and size limits (408/431/400).
+//! 2. Route on the epoch current at this moment; the request keeps that epoch.
+//! 3. A direct response, or: pick the cluster (weighted) and the endpoint (LB),
+//!    take a pooled connection or connect (503 on failure).
+//! 4. Send the rewritten head and stream the request body (100-continue
+//!    answered here; chunked framing validated).
+//! 5. Read the response head under the route timeout (504), 502 on a reset or
+//!    a bad head; one retry on a fresh connection when a pooled one turned out
+//!    stale before any response byte and the request had no body.
+//! 6. Send the response head, stream the body, pool the upstream connection if
+//!    it is reusable, count and log the request, and loop if keep-alive.
+
+mod body;
+pub mod codec;
+mod head;
+mod local;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use self::body::BodyError;
+use self::codec::{BodyFraming, HeadError, Method, RequestHead, ResponseHead};
+use self::local::LocalError;
+use crate::access_log::Entry;
+use crate::config::ListenerKind;
+use crate::io::read_append;
+use crate::router::{Action, Forward, Route};
+use crate::upstream::{ClusterState, Endpoint};
+use crate::worker::{EpochLocal, ListenerStats, Worker, BUF_SIZE};
+
+/// How long a lingering close keeps reading what the client still sends after
+/// an error answer, so the answer is not destroyed by a TCP reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+/// An upgraded (WebSocket) connection with no traffic either way is closed.
+const UPGRADE_IDLE: Duration = Duration::from_secs(3600);
+/// Upstream response heads may be larger than request heads (cookies).
+const RESPONSE_HEAD_LIMITS: codec::Limits = codec::Limits {
+    max_head_bytes: 64 * 1024,
+    max_headers: 200,
+};
+
+struct Conn {
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The listener's address: its index may differ from epoch to epoch.
+    listener_addr: SocketAddr,
+    /// Index of the listener in the epoch of the request being served.
+    listener: usize,
+    stats: Rc<ListenerStats>,
+    /// Bytes read from the client and not yet consumed. Empty (capacity 0)
+    /// while the connection is idle.
+    buf: Vec<u8>,
+    /// The connection's first request has not been read yet.
+    first: bool,
+    /// Reused header arrays for request and response heads.
+    req_headers: Vec<codec::Header>,
+    resp_headers: Vec<codec::Header>,
+    /// The current request's head has been removed from `buf`.
+    head_consumed: bool,
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// Closed, idle timeout, or drain: nothing to answer.
+    Gone,
+    Refuse(LocalError),
+}
+
+/// What became of the downstream connection after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Close after reading what the client still sends (error answers).
+    LingerClose,
+    /// The upstream answered 101: tunnel to it (with its buffered bytes).
+    Upgrade(TcpStream, Vec<u8>),
+}
+
+pub async fn serve(
+    worker: Rc<Worker>,
+    epoch: Rc<EpochLocal>,
+    listener: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut c = Conn {
+        worker,
+        stream,
+        peer,
+        listener_addr: epoch.config.listeners[listener].addr,
+        listener,
+        stats: epoch.listeners[listener].clone(),
+        buf: Vec::new(),
+        first: true,
+        req_headers: Vec::new(),
+        resp_headers: Vec::new(),
+        head_consumed: false,
+    };
+    drop(epoch);
+    loop {
+        let epoch = c.worker.current();
+        let Some(listener) = epoch.listener_at(c.listener_addr) else {
+            break;
+        };
+        c.listener = listener;
+        let limits = &epoch.config.limits;
+        let head = match c.read_head(limits).await {
+            HeadRead::Head(h) => h,
+            HeadRead::Gone => break,
+            HeadRead::Refuse(e) => {
+                epoch.count_request(c.listener, None, None, e.status());
+                c.answer_error(e, true, None).await;
+                c.linger_close().await;
+                return;
+            }
+        };
+        c.first = false;
+        c.head_consumed = false;
+        let next = c.request(&epoch, &head).await;
+        c.consume_head(&head);
+        c.req_headers = head.headers;
+        match next {
+            Next::KeepAlive if !c.worker.drain.is_fired() => continue,
+            Next::KeepAlive | Next::Close => break,
+            Next::LingerClose => {
+                c.linger_close().await;
+                return;
+            }
+            Next::Upgrade(up, ubuf) => {
+                c.tunnel(up, ubuf).await;
+                return;
+            }
+        }
+    }
+    let buf = std::mem::take(&mut c.buf);
+    c.worker.bufs.put(buf);
+}
+
+impl Conn {
+    async fn read_head(&mut self, limits: &crate::config::Limits) -> HeadRead {
+        if self.buf.is_empty() {
+            // Idle: give the buffer back and wait for readiness, so thousands of
+            // idle keep-alive connections hold no buffer memory.
+            let spare = std::mem::take(&mut self.buf);
+            self.worker.bufs.put(spare);
+            let wait = if self.first {
+                limits.request_head_timeout
+            } else {
+                limits.downstream_idle_timeout
+            };
+            let ready = monoio::select! {
+                r = monoio::time::timeout(wait, self.stream.readable(false)) => r,
+                _ = self.worker.drain.fired() => return HeadRead::Gone,
+            };
+            match ready {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return HeadRead::Gone,
+                Err(_) if self.first => return HeadRead::Refuse(LocalError::RequestTimeout),
+                Err(_) => return HeadRead::Gone,
+            }
+            self.buf = self.worker.bufs.get();
+        }
+        let deadline = Instant::now() + limits.request_head_timeout;
+        let codec_limits = codec::Limits {
+            max_head_bytes: limits.max_request_head_bytes,
+            max_headers: limits.max_headers,
+        };
+        loop {
+            if !self.buf.is_empty() {
+                match codec::parse_request_head(&self.buf, &codec_limits, &mut self.req_headers) {
+                    Ok(Some(h)) => return HeadRead::Head(h),
+                    Ok(None) => {}
+                    Err(HeadError::TooLarge(_)) => {
+                        return HeadRead::Refuse(LocalError::HeadTooLarge)
+                    }
+                    Err(HeadError::Malformed(_)) => {
+                        return HeadRead::Refuse(LocalError::BadRequest)
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return HeadRead::Refuse(LocalError::RequestTimeout);
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let read = monoio::time::timeout(left, read_append(&mut self.stream, buf, 4096)).await;
+            match read {
+                Err(_) => return HeadRead::Refuse(LocalError::RequestTimeout),
+                Ok((res, buf)) => {
+                    self.buf = buf;
+                    match res {
+                        Ok(0) | Err(_) => return HeadRead::Gone,
+                        Ok(n) => self.stats_rx(n as u64),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the current request's head from the buffer (once); what
+    /// follows it is body or the next pipelined request.
+    fn consume_head(&mut self, head: &RequestHead) {
+        if !self.head_consumed {
+            self.head_consumed = true;
+            self.buf.drain(..head.head_len.min(self.buf.len()));
+        }
+    }
+
+    fn stats_rx(&self, n: u64) {
+        self.stats.rx.add(n);
+    }
+
+    async fn send(&mut self, out: Vec<u8>) -> (bool, Vec<u8>) {
+        let n = out.len() as u64;
+        let (res, out) = self.stream.write_all(out).await;
+        if res.is_ok() {
+            self.stats.tx.add(n);
+        }
+        (res.is_ok(), out)
+    }
+
+    async fn answer_error(&mut self, e: LocalError, close: bool, request_id: Option<&[u8]>) {
+        let mut out = Vec::with_capacity(256);
+        local::error(&mut out, e, close, request_id);
+        let _ = self.send(out).await;
+    }
+
+    /// Half-close and read (and discard) what the client still sends for a
+    /// short while, so the error answer reaches it before the socket closes.
+    async fn linger_close(mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut buf = std::mem::take(&mut self.buf);
+        let deadline = Instant::now() + LINGER;
+        let mut seen = 0;
+        while seen < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            buf.clear();
+            if buf.capacity() == 0 {
+                buf = self.worker.bufs.get();
+            }
+            match monoio::time::timeout(left, read_append(&mut self.stream, buf, 1)).await {
+                Ok((Ok(n), b)) if n > 0 => {
+                    seen += n;
+                    buf = b;
+                }
+                Ok((_, b)) => {
+                    buf = b;
+                    break;
+                }
+                Err(_) => {
+                    buf = Vec::new();
+                    break;
+                }
+            }
+        }
+        self.worker.bufs.put(buf);
+    }
+
+    /// Phases 2-6 for one request whose head is at the start of `self.buf`.
+    async fn request(&mut self, epoch: &Rc<EpochLocal>, head: &RequestHead) -> Next {
+        let start = Instant::now();
+        let ListenerKind::Http(table) = &epoch.config.listeners[self.listener].kind else {
+            return Next::Close;
+        };
+        let lookup = head::Lookup {
+            buf: &self.buf,
+            headers: &head.headers,
+        };
+        let host = head
+            .authority
+            .or(head.host)
+            .map_or(&b""[..], |h| h.get(&self.buf));
+        let route = table.select(
+            host,
+            head.method_span.get(&self.buf),
+            head.path.get(&self.buf),
+            &lookup,
+        );
+
+        let mut id_buf = [0u8; 32];
+        let request_id: Vec<u8> = match head
+            .headers
+            .iter()
+            .find(|h| h.kind == codec::HeaderKind::XRequestId)
+        {
+            Some(h) if !h.value.is_empty() && h.value.len() <= 128 => {
+                h.value.get(&self.buf).to_vec()
+            }
+            _ => generate_request_id(&mut id_buf).to_vec(),
+        };
+        let info = epoch.config.access_log.is_some().then(|| ReqInfo {
+            method: head.method_span.get(&self.buf).to_vec(),
+            authority: head.host.map_or(Vec::new(), |h| h.get(&self.buf).to_vec()),
+            target: head.target.get(&self.buf).to_vec(),
+        });
+        // A body we do not read would be parsed as the next request: close.
+        let has_body = head.framing != BodyFraming::None;
+
+        let Some(route) = route else {
+            self.answer_error(
+                LocalError::NoRoute,
+                has_body || !head.keep_alive,
+                Some(&request_id),
+            )
+            .await;
+            epoch.count_request(self.listener, None, None, 404);
+            self.log(&info, 404, 0, start, None, "", &request_id);
+            return if has_body {
+                Next::LingerClose
+            } else {
+                self.after(&head, true)
+            };
+        };
+        if head.method == Method::Connect {
+            self.answer_error(LocalError::MethodNotAllowed, true, Some(&request_id))
+                .await;
+            epoch.count_request(self.listener, Some(route), None, 405);
+            return Next::LingerClose;
+        }
+        let fwd = match &route.action {
+            Action::Direct(d) => {
+                let close = has_body || !head.keep_alive || self.worker.drain.is_fired();
+                let mut out = Vec::with_capacity(128 + d.body.len());
+                local::write(
+                    &mut out,
+                    &local::Local {
+                        status: d.status,
+                        error: None,
+                        content_type: &d.content_type,
+                        body: &d.body,
+                        close,
+                        request_id: Some(&request_id),
+                        extra: &route.response_headers_to_add,
+                        head_only: head.method == Method::Head,
+                    },
+                );
+                let n = out.len() as u64;
+                let (ok, _) = self.send(out).await;
+                epoch.count_request(self.listener, Some(route), None, d.status);
+                self.log(&info, d.status, n, start, None, &route.name, &request_id);
+                return match (ok, has_body) {
+                    (false, _) => Next::Close,
+                    (true, true) => Next::LingerClose,
+                    (true, false) => self.after(&head, true),
+                };
+            }
+            Action::Forward(f) => f,
+        };
+        self.forward(epoch, head, route, fwd, start, request_id, &info)
+            .await
+    }
+
+    /// Keep-alive decision after a complete exchange.
+    fn after(&self, head: &RequestHead, response_delimited: bool) -> Next {
+        if head.keep_alive && response_delimited && !self.worker.drain.is_fired() {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        info: &Option<ReqInfo>,
+        status: u16,
+        bytes_out: u64,
+        start: Instant,
+        upstream: Option<SocketAddr>,
+        route: &str,
+        request_id: &[u8],
+    ) {
+        let Some(info) = info else {
+            return;
+        };
+        let e = Entry {
+            method: &info.method,
+            authority: &info.authority,
+            path: &info.target,
+            status,
+            bytes_in: 0,
+            bytes_out,
+            duration_us: start.elapsed().as_micros() as u64,
+            upstream,
+            route,
+            request_id,
+            downstream: self.peer,
+        };
+        self.worker.access_log.send(e.to_json());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &mut self,
+        epoch: &Rc<EpochLocal>,
+        head: &RequestHead,
+        route: &Route,
+        fwd: &Forward,
+        start: Instant,
+        request_id: Vec<u8>,
+        info: &Option<ReqInfo>,
+    ) -> Next {
+        let cluster_idx = fwd.pick(fastrand::u32(..fwd.total_weight.max(1)));
+        let cs = epoch.clusters[cluster_idx].clone();
+        let fail = |e: LocalError| Failure {
+            error: e,
+            cluster: Some(cluster_idx),
+        };
+        let Some(ep) = cs.pick().cloned() else {
+            return self
+                .fail(
+                    epoch,
+                    head,
+                    route,
+                    fail(LocalError::NoHealthyUpstream),
+                    start,
+                    &request_id,
+                    info,
+                )
+                .await;
+        };
+        ep.begin();
+        let next = self
+            .exchange(
+                epoch,
+                head,
+                route,
+                fwd,
+                &cs,
+                &ep,
+                cluster_idx,
+                start,
+                &request_id,
+                info,
+            )
+            .await;
+        ep.end();
+        match next {
+            Ok(n) => n,
+            Err(f) => {
+                self.fail(epoch, head, route, f, start, &request_id, info)
+                    .await
+            }
+        }
+    }
+
+    /// Answers a failed forward with its error status and decides the
+    /// connection's fate: close unless the request was fully consumed.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail(
+        &mut self,
+        epoch: &EpochLocal,
+        head: &RequestHead,
+        route: &Route,
+        f: Failure,
+        start: Instant,
+        request_id: &[u8],
+        info: &Option<ReqInfo>,
+    ) -> Next {
+        let status = f.error.status();
+        epoch.count_request(self.listener, Some(route), f.cluster, status);
+        self.log(info, status, 0, start, None, &route.name, request_id);
+        if f.error == LocalError::BadRequest || head.framing != BodyFraming::None {
+            self.answer_error(f.error, true, Some(request_id)).await;
+            return Next::LingerClose;
+        }
+        let close = !head.keep_alive || self.worker.drain.is_fired();
+        self.answer_error(f.error, close, Some(request_id)).await;
+        if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &mut self,
+        epoch: &Rc<EpochLocal>,
+        head: &RequestHead,
+        route: &Route,
+        fwd: &Forward,
+        cs: &Rc<ClusterState>,
+        ep: &Rc<Endpoint>,
+        cluster_idx: usize,
+        start: Instant,
+        request_id: &[u8],
+        info: &Option<ReqInfo>,
+    ) -> Result<Next, Failure> {
+        let fail = |e: LocalError| Failure {
+            error: e,
+            cluster: Some(cluster_idx),
+        };
+        let limits = &epoch.config.limits;
+        let body_in_buf = self.buf.len() - head.head_len;
+        let expect_continue = head.expect_continue
+            && head.version_minor == 1
+            && body_in_buf == 0
+            && head.framing != BodyFraming::None;
+        let rewrite = match (&route.path, &fwd.prefix_rewrite) {
+            (crate::router::PathMatcher::Prefix(p), Some(new)) => Some((p.len(), &**new)),
+            _ => None,
+        };
+        let mut up_head = Vec::with_capacity(head.head_len + 256);
+        head::upstream_request(
+            &mut up_head,
+            &self.buf,
+            head,
+            &head::RequestEdits {
+                route,
+                rewrite,
+                client_ip: self.peer.ip(),
+                request_id,
+                strip_expect: head.expect_continue,
+            },
+        );
+        self.consume_head(head);
+
+        // Phase 3-5: connect (pooled or new), send, await the response head.
+        let mut attempt = 0;
+        let (mut up, resp, mut ubuf) = loop {
+            let pooled = if attempt == 0 {
+                ep.checkout(cs.config.idle_timeout)
+            } else {
+                None
+            };
+            let reused = pooled.is_some();
+            let mut up = match pooled {
+                Some(c) => {
+                    cs.stats.pool_hits.inc();
+                    c
+                }
+                None => {
+                    cs.stats.pool_misses.inc();
+                    match crate::upstream::connect(cs, ep).await {
+                        Ok(c) => c,
+                        Err(_) => return Err(fail(LocalError::ConnectFailed)),
+                    }
+                }
+            };
+            let (res, h) = up.write_all(std::mem::take(&mut up_head)).await;
+            up_head = h;
+            if res.is_err() {
+                if reused && head.framing == BodyFraming::None {
+                    attempt += 1;
+                    continue;
+                }
+                return Err(fail(LocalError::UpstreamReset));
+            }
+            if head.framing != BodyFraming::None {
+                if expect_continue {
+                    let (ok, _) = self.send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                    if !ok {
+                        return Ok(Next::Close);
+                    }
+                }
+                let buf = std::mem::take(&mut self.buf);
+                let (res, buf) = body::forward(
+                    &mut self.stream,
+                    &mut up,
+                    buf,
+                    head.framing,
+                    limits.downstream_idle_timeout,
+                )
+                .await;
+                self.buf = buf;
+                match res {
+                    Ok(n) => self.stats_rx(n),
+                    Err(BodyError::Framing) => {
+                        return Err(Failure {
+                            error: LocalError::BadRequest,
+                            cluster: Some(cluster_idx),
+                        })
+                    }
+                    Err(BodyError::DstError) => {
+                        // The upstream may have answered early (413, 401):
+                        // fall through and try to read its response.
+                    }
+                    // The client went away or stalled mid-body: nothing to answer.
+                    Err(BodyError::SrcClosed | BodyError::SrcError) => return Ok(Next::Close),
+                    Err(BodyError::SrcTimeout) => return Err(fail(LocalError::RequestTimeout)),
+                }
+            }
+            match read_response_head(
+                &mut up,
+                self.worker.bufs.get(),
+                head.method,
+                fwd.timeout,
+                &mut self.resp_headers,
+            )
+            .await
+            {
+                Ok((resp, ubuf)) => break (up, resp, ubuf),
+                Err((RespError::Closed { any_byte: false }, ubuf))
+                    if reused && head.framing == BodyFraming::None =>
+                {
+                    self.worker.bufs.put(ubuf);
+                    attempt += 1;
+                    continue;
+                }
+                Err((e, ubuf)) => {
+                    self.worker.bufs.put(ubuf);
+                    return Err(fail(match e {
+                        RespError::Timeout => LocalError::UpstreamTimeout,
+                        RespError::Bad => LocalError::BadUpstreamResponse,
+                        RespError::Closed { .. } => LocalError::UpstreamReset,
+                    }));
+                }
+            }
+        };
+
+        // Phase 6: the response.
+        let upgraded = resp.status == 101 && head.upgrade.is_some();
+        if resp.status == 101 && !upgraded {
+            self.worker.bufs.put(ubuf);
+            return Err(fail(LocalError::BadUpstreamResponse));
+        }
+        let delimited = resp.framing != BodyFraming::UntilClose;
+        let close = !head.keep_alive || !delimited || self.worker.drain.is_fired();
+        let mut out = Vec::with_capacity(resp.head_len + 128);
+        head::downstream_response(
+            &mut out,
+            &ubuf,
+            &resp,
+            &head::ResponseEdits {
+                route,
+                request_id,
+                close,
+                http10_keep_alive: head.version_minor == 0 && head.keep_alive && !close,
+                upgrade: upgraded,
+            },
+        );
+        ubuf.drain(..resp.head_len);
+        let (resp_status, resp_framing, resp_keep_alive) =
+            (resp.status, resp.framing, resp.keep_alive);
+        self.resp_headers = resp.headers;
+        let head_out = out.len() as u64;
+        let (ok, _) = self.send(out).await;
+        epoch.count_request(self.listener, Some(route), Some(cluster_idx), resp_status);
+        if !ok {
+            self.worker.bufs.put(ubuf);
+            return Ok(Next::Close);
+        }
+
+        if upgraded {
+            self.log(
+                info,
+                resp_status,
+                head_out,
+                start,
+                Some(ep.addr),
+                &route.name,
+                request_id,
+            );
+            cs.stats.duration.observe(start.elapsed());
+            return Ok(Next::Upgrade(up, ubuf));
+        }
+
+        let mut down = &mut self.stream;
+        let (res, ubuf) = body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout).await;
+        let body_ok = res.is_ok();
+        let sent = res.unwrap_or(0);
+        self.stats.tx.add(sent);
+        cs.stats.duration.observe(start.elapsed());
+        self.log(
+            info,
+            resp_status,
+            head_out + sent,
+            start,
+            Some(ep.addr),
+            &route.name,
+            request_id,
+        );
+        let reusable = body_ok && resp_keep_alive && delimited && ubuf.is_empty();
+        self.worker.bufs.put(ubuf);
+        if !body_ok {
+            // Headers are out: the only honest signal left is to close.
+            return Ok(Next::Close);
+        }
+        if reusable {
+            ep.checkin(up, cs.config.max_idle_per_endpoint);
+        }
+        Ok(if close {
+            Next::Close
+        } else {
+            self.after(head, delimited)
+        })
+    }
+
+    /// After a 101: bytes already buffered on either side go first, then the
+    /// connection is a byte tunnel until both sides close.
+    async fn tunnel(mut self, mut up: TcpStream, ubuf: Vec<u8>) {
+        let pending = std::mem::take(&mut self.buf);
+        let n = pending.len();
+        let (r1, pending) = crate::io::write_range(&mut up, pending, 0, n).await;
+        let n = ubuf.len();
+        let (r2, ubuf) = crate::io::write_range(&mut self.stream, ubuf, 0, n).await;
+        if r1.is_err() || r2.is_err() {
+            return;
+        }
+        let (_, moved, (b1, b2)) =
+            crate::io::tunnel(self.stream, up, UPGRADE_IDLE, (reuse(pending), reuse(ubuf))).await;
+        self.stats.rx.add(moved.a_to_b);
+        self.stats.tx.add(moved.b_to_a);
+        self.worker.bufs.put(b1);
+        self.worker.bufs.put(b2);
+    }
+}
+
+fn reuse(mut b: Vec<u8>) -> Vec<u8> {
+    b.clear();
+    if b.capacity() < BUF_SIZE {
+        b.reserve(BUF_SIZE);
+    }
+    b
+}
+
+/// What the access log needs of a request, copied before its head bytes are
+/// consumed; only made when an access log is configured.
+struct ReqInfo {
+    method: Vec<u8>,
+    authority: Vec<u8>,
+    target: Vec<u8>,
+}
+
+/// Why forwarding failed, for the status and the metrics.
+struct Failure {
+    error: LocalError,
+    cluster: Option<usize>,
+}
+
+enum RespError {
+    Timeout,
+    Bad,
+    Closed { any_byte: bool },
+}
+
+/// Reads until a complete final response head is buffered. Informational
+/// (1xx other than 101) heads are skipped: we answered 100-continue ourselves
+/// and HTTP/1.0 clients must not see them.
+async fn read_response_head(
+    up: &mut TcpStream,
+    mut buf: Vec<u8>,
+    method: Method,
+    timeout: Duration,
+    scratch: &mut Vec<codec::Header>,
+) -> Result<(ResponseHead, Vec<u8>), (RespError, Vec<u8>)> {
+    let deadline = Instant::now() + timeout;
+    let mut any_byte = false;
+    loop {
+        if !buf.is_empty() {
+            match codec::parse_response_head(&buf, &RESPONSE_HEAD_LIMITS, method, scratch) {
+                Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                    buf.drain(..r.head_len);
+                    *scratch = r.headers;
+                    continue;
+                }
+                Ok(Some(r)) => return Ok((r, buf)),
+                Ok(None) => {}
+                Err(_) => return Err((RespError::Bad, buf)),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((RespError::Timeout, buf));
+        }
+        match monoio::time::timeout(left, read_append(up, buf, 4096)).await {
+            Err(_) => return Err((RespError::Timeout, Vec::new())),
+            Ok((Ok(0), b)) | Ok((Err(_), b)) => return Err((RespError::Closed { any_byte }, b)),
+            Ok((Ok(_), b)) => {
+                any_byte = true;
+                buf = b;
+            }
+        }
+    }
+}
+
+/// 32 lower-case hex digits from the worker's RNG.
+fn generate_request_id(out: &mut [u8; 32]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let v = fastrand::u128(..);
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((v >> (i * 4)) & 0xf) as usize];
+    }
+    &out[..]
+}

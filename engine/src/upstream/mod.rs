@@ -1,0 +1,116 @@
+//! Per-worker upstream state for one cluster: its endpoints, their idle
+//! connection pools and in-flight counts, and the load balancer. Lives in the
+//! worker across config epochs (keyed by cluster name), so pools survive reloads.
+
+pub mod lb;
+pub mod pool;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::config::model::LbPolicy;
+use crate::config::Cluster;
+use crate::metrics::{label, Counter, Histogram, Registry};
+pub use pool::Endpoint;
+
+/// Counters of one cluster in one worker.
+#[derive(Debug)]
+pub struct ClusterStats {
+    pub connect_failures: Arc<Counter>,
+    pub connect_timeouts: Arc<Counter>,
+    pub pool_hits: Arc<Counter>,
+    pub pool_misses: Arc<Counter>,
+    pub duration: Arc<Histogram>,
+}
+
+impl ClusterStats {
+    pub fn new(reg: &Registry, cluster: &str) -> Self {
+        let l = format!("cluster=\"{}\"", label(cluster));
+        ClusterStats {
+            connect_failures: reg.counter("ringmesh_upstream_connect_failures_total", l.clone()),
+            connect_timeouts: reg.counter("ringmesh_upstream_connect_timeouts_total", l.clone()),
+            pool_hits: reg.counter("ringmesh_upstream_pool_hits_total", l.clone()),
+            pool_misses: reg.counter("ringmesh_upstream_pool_misses_total", l.clone()),
+            duration: reg.histogram("ringmesh_upstream_request_duration_seconds", l),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ClusterState {
+    pub config: Arc<Cluster>,
+    pub endpoints: Vec<Rc<Endpoint>>,
+    rr: Cell<usize>,
+    pub stats: Rc<ClusterStats>,
+}
+
+impl ClusterState {
+    /// State for `config`, keeping the endpoints (and their pooled
+    /// connections) that `old` already had for the same addresses.
+    pub fn new(config: Arc<Cluster>, old: Option<&ClusterState>, stats: Rc<ClusterStats>) -> Self {
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|addr| {
+                old.and_then(|o| o.endpoints.iter().find(|e| e.addr == *addr).cloned())
+                    .unwrap_or_else(|| Rc::new(Endpoint::new(*addr)))
+            })
+            .collect();
+        ClusterState {
+            config,
+            endpoints,
+            rr: Cell::new(fastrand::usize(..usize::MAX / 2)),
+            stats,
+        }
+    }
+
+    /// Chooses the endpoint for the next request; None when there is none.
+    pub fn pick(&self) -> Option<&Rc<Endpoint>> {
+        let n = self.endpoints.len();
+        let i = match self.config.lb {
+            LbPolicy::RoundRobin => lb::round_robin(&self.rr, n),
+            LbPolicy::Random => lb::random(n),
+            LbPolicy::LeastRequest => lb::p2c(n, |i| self.endpoints[i].active()),
+        }?;
+        self.endpoints.get(i)
+    }
+
+    /// Closes pooled connections idle longer than the cluster allows.
+    pub fn sweep(&self) {
+        for e in &self.endpoints {
+            e.sweep(self.config.idle_timeout);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Refused(std::io::Error),
+}
+
+/// Opens a new connection to `ep`, bounded by the cluster's connect timeout,
+/// and counts the failure kinds.
+pub async fn connect(
+    cs: &ClusterState,
+    ep: &Endpoint,
+) -> Result<monoio::net::TcpStream, ConnectError> {
+    let attempt = monoio::net::TcpStream::connect_addr(ep.addr);
+    match monoio::time::timeout(cs.config.connect_timeout, attempt).await {
+        Ok(Ok(s)) => {
+            // Small heads and responses must not wait for Nagle.
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            cs.stats.connect_failures.inc();
+            Err(ConnectError::Refused(e))
+        }
+        Err(_) => {
+            cs.stats.connect_failures.inc();
+            cs.stats.connect_timeouts.inc();
+            Err(ConnectError::Timeout)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Idle keep-alive connections to one endpoint, owned by one worker. A pooled
+//! connection the upstream has closed (or that holds unexpected bytes) is found
+//! by a non-blocking peek before reuse and discarded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    idle: RefCell<VecDeque<(TcpStream, Instant)>>,
+    active: Cell<u32>,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            idle: RefCell::new(VecDeque::new()),
+            active: Cell::new(0),
+        }
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.get()
+    }
+
+    pub fn begin(&self) {
+        self.active.set(self.active.get() + 1);
+    }
+
+    pub fn end(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+    }
+
+    /// The most recently used live idle connection, if any.
+    pub fn checkout(&self, idle_timeout: Duration) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some((conn, since)) = idle.pop_back() {
+            if since.elapsed() < idle_timeout && still_open(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub fn checkin(&self, conn: TcpStream, max_idle: usize) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < max_idle {
+            idle.push_back((conn, Instant::now()));
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    pub fn sweep(&self, idle_timeout: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        // Oldest are at the front.
+        while idle
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() >= idle_timeout)
+        {
+            idle.pop_front();
+        }
+    }
+}
+
+/// True if the peer has neither closed the connection nor sent anything: an
+/// idle HTTP/1.1 upstream must be silent, so EOF or stray bytes both disqualify.
+fn still_open(conn: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv on a valid, owned socket fd into a 1-byte stack buffer;
+    // MSG_PEEK|MSG_DONTWAIT neither consumes data nor blocks.
+    let n = unsafe {
+        libc::recv(
+            conn.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}

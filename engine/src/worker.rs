@@ -1,0 +1,378 @@
+//! One worker: a monoio event loop on its own thread that owns its listening
+//! sockets, connections, upstream pools, load-balancer state and counters.
+//! It follows config epochs: per request it compares one atomic epoch number,
+//! and a 100 ms tick picks up listener changes and drains on shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::access_log::AccessLog;
+use crate::bufpool::BufPool;
+use crate::config::{Config, ListenerKind};
+use crate::metrics::{label, Counter, Gauge, Registry};
+use crate::notify::Notify;
+use crate::router::Route;
+use crate::shared::Shared;
+use crate::upstream::{ClusterState, ClusterStats};
+
+/// Size of the buffers a connection rents while moving bytes.
+pub const BUF_SIZE: usize = 16 * 1024;
+const TICK: Duration = Duration::from_millis(100);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub enum TcpOutcome {
+    Closed,
+    IdleTimeout,
+    Reset,
+    ConnectFailed,
+}
+
+/// Counters of one listener in one worker.
+pub struct ListenerStats {
+    pub conns_total: Arc<Counter>,
+    pub active: Arc<Gauge>,
+    pub rx: Arc<Counter>,
+    pub tx: Arc<Counter>,
+    tcp: Option<[Arc<Counter>; 4]>,
+}
+
+impl ListenerStats {
+    fn new(reg: &Registry, name: &str, tcp: bool) -> Self {
+        let l = format!("listener=\"{}\"", label(name));
+        let outcome = |o: &str| {
+            reg.counter(
+                "ringmesh_tcp_connections_total",
+                format!("{l},outcome=\"{o}\""),
+            )
+        };
+        ListenerStats {
+            conns_total: reg.counter("ringmesh_downstream_connections_total", l.clone()),
+            active: reg.gauge("ringmesh_downstream_connections_active", l.clone()),
+            rx: reg.counter("ringmesh_downstream_bytes_received_total", l.clone()),
+            tx: reg.counter("ringmesh_downstream_bytes_sent_total", l.clone()),
+            tcp: tcp.then(|| {
+                [
+                    outcome("closed"),
+                    outcome("idle_timeout"),
+                    outcome("reset"),
+                    outcome("connect_failed"),
+                ]
+            }),
+        }
+    }
+
+    pub fn tcp_outcome(&self, o: TcpOutcome) {
+        if let Some(t) = &self.tcp {
+            t[o as usize].inc();
+        }
+    }
+}
+
+/// What a worker derived from one config epoch. A request holds an
+/// `Rc<EpochLocal>` from start to end, so it finishes on the epoch it began on.
+pub struct EpochLocal {
+    pub config: Arc<Config>,
+    /// Aligned with `config.clusters`.
+    pub clusters: Vec<Rc<ClusterState>>,
+    /// Aligned with `config.listeners`.
+    pub listeners: Vec<Rc<ListenerStats>>,
+    by_addr: FxHashMap<SocketAddr, usize>,
+    registry: Arc<Registry>,
+    requests: RefCell<FxHashMap<(u32, u32, u32, u8), Arc<Counter>>>,
+}
+
+impl EpochLocal {
+    pub fn listener_at(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// Counts one answered request.
+    pub fn count_request(
+        &self,
+        listener: usize,
+        route: Option<&Route>,
+        cluster: Option<usize>,
+        status: u16,
+    ) {
+        let class = (status / 100).clamp(1, 5) as u8;
+        let key = (
+            listener as u32,
+            route.map_or(u32::MAX, |r| r.id),
+            cluster.map_or(u32::MAX, |c| c as u32),
+            class,
+        );
+        let mut m = self.requests.borrow_mut();
+        let c = m.entry(key).or_insert_with(|| {
+            let l = &self.config.listeners[listener].name;
+            let r = route.map_or("", |r| &r.name);
+            let c = cluster.map_or("", |c| &self.config.clusters[c].name);
+            self.registry.counter(
+                "ringmesh_requests_total",
+                format!(
+                    "listener=\"{}\",route=\"{}\",cluster=\"{}\",status_class=\"{class}xx\"",
+                    label(l),
+                    label(r),
+                    label(c)
+                ),
+            )
+        });
+        c.inc();
+    }
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub registry: Arc<Registry>,
+    pub bufs: BufPool,
+    /// Fired once when the process starts draining.
+    pub drain: Notify,
+    pub access_log: AccessLog,
+    epoch: RefCell<Rc<EpochLocal>>,
+    clusters: RefCell<FxHashMap<Arc<str>, Rc<ClusterState>>>,
+    cluster_stats: RefCell<FxHashMap<Arc<str>, Rc<ClusterStats>>>,
+    listener_stats: RefCell<FxHashMap<(Arc<str>, bool), Rc<ListenerStats>>>,
+    /// Accept loops running, by address, with their stop signal.
+    running: RefCell<FxHashMap<SocketAddr, Rc<Notify>>>,
+    pub active_conns: Cell<usize>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, access_log: AccessLog) -> Rc<Self> {
+        let registry = shared.workers[id].registry.clone();
+        let config = shared.config();
+        let w = Rc::new(Worker {
+            id,
+            registry: registry.clone(),
+            bufs: BufPool::new(BUF_SIZE, 256),
+            drain: Notify::default(),
+            access_log,
+            epoch: RefCell::new(Rc::new(EpochLocal {
+                config,
+                clusters: Vec::new(),
+                listeners: Vec::new(),
+                by_addr: FxHashMap::default(),
+                registry,
+                requests: RefCell::default(),
+            })),
+            clusters: RefCell::default(),
+            cluster_stats: RefCell::default(),
+            listener_stats: RefCell::default(),
+            running: RefCell::default(),
+            active_conns: Cell::new(0),
+            shared,
+        });
+        // Force the first reconcile.
+        w.build_epoch();
+        w
+    }
+
+    /// The epoch to start a connection or request on.
+    #[inline]
+    pub fn current(self: &Rc<Self>) -> Rc<EpochLocal> {
+        if self.shared.epoch() != self.epoch.borrow().config.epoch {
+            self.reconcile();
+        }
+        self.epoch.borrow().clone()
+    }
+
+    fn build_epoch(&self) {
+        let config = self.shared.config();
+        let mut clusters = self.clusters.borrow_mut();
+        let mut stats = self.cluster_stats.borrow_mut();
+        let mut next = FxHashMap::default();
+        let states: Vec<_> = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let st = match clusters.get(&c.name) {
+                    Some(old) if old.config == *c => old.clone(),
+                    old => {
+                        let s = stats
+                            .entry(c.name.clone())
+                            .or_insert_with(|| Rc::new(ClusterStats::new(&self.registry, &c.name)))
+                            .clone();
+                        Rc::new(ClusterState::new(c.clone(), old.map(|o| &**o), s))
+                    }
+                };
+                next.insert(c.name.clone(), st.clone());
+                st
+            })
+            .collect();
+        *clusters = next;
+        let mut ls = self.listener_stats.borrow_mut();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let tcp = matches!(l.kind, ListenerKind::Tcp { .. });
+                ls.entry((l.name.clone(), tcp))
+                    .or_insert_with(|| Rc::new(ListenerStats::new(&self.registry, &l.name, tcp)))
+                    .clone()
+            })
+            .collect();
+        let by_addr = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.addr, i))
+            .collect();
+        *self.epoch.borrow_mut() = Rc::new(EpochLocal {
+            config,
+            clusters: states,
+            listeners,
+            by_addr,
+            registry: self.registry.clone(),
+            requests: RefCell::default(),
+        });
+    }
+
+    /// Moves this worker onto the newest epoch: cluster state carried over by
+    /// name, listeners started and stopped to match.
+    fn reconcile(self: &Rc<Self>) {
+        self.build_epoch();
+        if self.drain.is_fired() {
+            return;
+        }
+        let epoch = self.epoch.borrow().clone();
+        let mut running = self.running.borrow_mut();
+        running.retain(|addr, stop| {
+            let keep = epoch.by_addr.contains_key(addr);
+            if !keep {
+                stop.fire();
+            }
+            keep
+        });
+        for l in &epoch.config.listeners {
+            if running.contains_key(&l.addr) {
+                continue;
+            }
+            let std_listener = {
+                let mut sockets = self
+                    .shared
+                    .sockets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                sockets
+                    .get_mut(&l.addr)
+                    .and_then(|v| v.get_mut(self.id))
+                    .and_then(Option::take)
+            };
+            let Some(std_listener) = std_listener else {
+                crate::log::error(&format!(
+                    "worker {}: no socket bound for listener {} ({})",
+                    self.id, l.name, l.addr
+                ));
+                continue;
+            };
+            match monoio::net::TcpListener::from_std(std_listener) {
+                Ok(listener) => {
+                    let stop = Rc::new(Notify::default());
+                    running.insert(l.addr, stop.clone());
+                    monoio::spawn(self.clone().accept_loop(listener, l.addr, stop));
+                }
+                Err(e) => {
+                    crate::log::error(&format!("worker {}: listener {}: {e}", self.id, l.addr))
+                }
+            }
+        }
+        *self.shared.workers[self.id]
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = running.keys().copied().collect();
+    }
+
+    async fn accept_loop(
+        self: Rc<Self>,
+        listener: monoio::net::TcpListener,
+        addr: SocketAddr,
+        stop: Rc<Notify>,
+    ) {
+        loop {
+            let accepted = monoio::select! {
+                r = listener.accept() => r,
+                _ = stop.fired() => break,
+                _ = self.drain.fired() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: back off instead of spinning;
+                    // the kernel keeps the connection in the backlog.
+                    crate::log::warn_limited(&format!("worker {}: accept on {addr}: {e}", self.id));
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let epoch = self.current();
+            let Some(idx) = epoch.listener_at(addr) else {
+                continue;
+            };
+            let w = self.clone();
+            monoio::spawn(async move {
+                let stats = epoch.listeners[idx].clone();
+                stats.conns_total.inc();
+                stats.active.inc();
+                w.active_conns.set(w.active_conns.get() + 1);
+                match epoch.config.listeners[idx].kind {
+                    ListenerKind::Http(_) => {
+                        crate::http1::serve(w.clone(), epoch, idx, stream, peer).await
+                    }
+                    ListenerKind::Tcp { .. } => {
+                        crate::l4::serve(w.clone(), epoch, idx, stream).await
+                    }
+                }
+                w.active_conns.set(w.active_conns.get() - 1);
+                stats.active.dec();
+            });
+        }
+    }
+
+    /// The worker's life: follow epochs, sweep pools, and on shutdown stop
+    /// accepting, let connections finish (up to the drain timeout), return.
+    pub async fn run(self: Rc<Self>) {
+        self.reconcile();
+        let mut last_sweep = Instant::now();
+        loop {
+            monoio::time::sleep(TICK).await;
+            if self.shared.is_draining() {
+                break;
+            }
+            if self.shared.epoch() != self.epoch.borrow().config.epoch {
+                self.reconcile();
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                for c in self.clusters.borrow().values() {
+                    c.sweep();
+                }
+            }
+        }
+        self.drain.fire();
+        for (_, stop) in self.running.borrow_mut().drain() {
+            stop.fire();
+        }
+        self.shared.workers[self.id]
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let deadline = Instant::now() + self.epoch.borrow().config.limits.drain_timeout;
+        while self.active_conns.get() > 0 && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.active_conns.get() > 0 {
+            crate::log::warn(&format!(
+                "worker {}: drain timeout with {} connections still open; closing them",
+                self.id,
+                self.active_conns.get()
+            ));
+        }
+    }
+}
