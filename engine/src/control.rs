@@ -3,7 +3,7 @@
 //! config off the worker threads, binds any new listener sockets, publishes the
 //! epoch, and on SIGTERM/SIGINT drains the workers and exits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,7 +13,7 @@ use signal_hook::iterator::Signals;
 
 use crate::shared::Shared;
 
-pub fn reload(shared: &Shared, path: &PathBuf) -> Result<u64, String> {
+pub fn reload(shared: &Shared, path: &Path) -> Result<u64, String> {
     let config = crate::config::load(path).map_err(|e| format!("config error: {e}"))?;
     if config.admin != shared.config().admin {
         crate::log::warn("admin.address changed; the admin listener moves only on restart");

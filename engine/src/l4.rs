@@ -46,8 +46,5 @@ pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, d
 /// as a retry policy belongs to a later issue.
 async fn connect_any(cs: &ClusterState) -> Option<TcpStream> {
     let ep = cs.pick()?.clone();
-    match crate::upstream::connect(cs, &ep).await {
-        Ok(s) => Some(s),
-        Err(_) => None,
-    }
+    crate::upstream::connect(cs, &ep).await.ok()
 }

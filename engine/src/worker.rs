@@ -84,8 +84,13 @@ pub struct EpochLocal {
     pub listeners: Vec<Rc<ListenerStats>>,
     by_addr: FxHashMap<SocketAddr, usize>,
     registry: Arc<Registry>,
-    requests: RefCell<FxHashMap<(u32, u32, u32, u8), Arc<Counter>>>,
+    requests: RefCell<FxHashMap<RequestKey, Arc<Counter>>>,
 }
+
+/// (listener index, route id, cluster index, status class); `u32::MAX` for none.
+type RequestKey = (u32, u32, u32, u8);
+/// Listener stats by (name, is tcp): a listener that changes kind gets fresh series.
+type ListenerStatsMap = FxHashMap<(Arc<str>, bool), Rc<ListenerStats>>;
 
 impl EpochLocal {
     pub fn listener_at(&self, addr: SocketAddr) -> Option<usize> {
@@ -137,7 +142,7 @@ pub struct Worker {
     epoch: RefCell<Rc<EpochLocal>>,
     clusters: RefCell<FxHashMap<Arc<str>, Rc<ClusterState>>>,
     cluster_stats: RefCell<FxHashMap<Arc<str>, Rc<ClusterStats>>>,
-    listener_stats: RefCell<FxHashMap<(Arc<str>, bool), Rc<ListenerStats>>>,
+    listener_stats: RefCell<ListenerStatsMap>,
     /// Accept loops running, by address, with their stop signal.
     running: RefCell<FxHashMap<SocketAddr, Rc<Notify>>>,
     pub active_conns: Cell<usize>,

@@ -276,7 +276,7 @@ fn compile_routes(
             routes,
         });
     }
-    table.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    table.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
     Ok(table)
 }
 
@@ -482,7 +482,7 @@ fn header_names(f: &str, names: &[String]) -> CResult<Vec<Box<[u8]>>> {
         .collect()
 }
 
-fn header_values(f: &str, hv: &[model::HeaderValue]) -> CResult<Vec<(Box<[u8]>, Box<[u8]>)>> {
+fn header_values(f: &str, hv: &[model::HeaderValue]) -> CResult<Vec<router::HeaderEdit>> {
     let mut out = Vec::with_capacity(hv.len());
     for (i, h) in hv.iter().enumerate() {
         let name = header_name(&format!("{f}[{i}].name"), &h.name)?;

@@ -52,7 +52,7 @@ fn unknown_cluster_names_file_line_and_field() {
     let e = load(&bad).unwrap_err().to_string();
     assert_eq!(
         e,
-        "proxy.yaml:10: listeners[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster \"upp\""
+        "proxy.yaml:11: listeners[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster \"upp\""
     );
 }
 
@@ -63,7 +63,7 @@ fn unknown_field_is_an_error_with_line() {
         "    address: 127.0.0.1:18080\n    adress: x",
     );
     let e = load(&bad).unwrap_err();
-    assert_eq!(e.line, Some(4));
+    assert_eq!(e.line, Some(5));
     assert!(e.to_string().contains("unknown field `adress`"), "{e}");
     assert!(e.field.starts_with("listeners[0]"), "{e}");
 }

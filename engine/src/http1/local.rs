@@ -81,7 +81,7 @@ pub struct Local<'a> {
     pub body: &'a [u8],
     pub close: bool,
     pub request_id: Option<&'a [u8]>,
-    pub extra: &'a [(Box<[u8]>, Box<[u8]>)],
+    pub extra: &'a [crate::router::HeaderEdit],
     /// HEAD: headers as for GET, no body.
     pub head_only: bool,
 }

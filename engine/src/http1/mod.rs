@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use self::body::BodyError;
@@ -322,7 +322,7 @@ impl Conn {
             return if has_body {
                 Next::LingerClose
             } else {
-                self.after(&head, true)
+                self.after(head, true)
             };
         };
         if head.method == Method::Connect {
@@ -355,7 +355,7 @@ impl Conn {
                 return match (ok, has_body) {
                     (false, _) => Next::Close,
                     (true, true) => Next::LingerClose,
-                    (true, false) => self.after(&head, true),
+                    (true, false) => self.after(head, true),
                 };
             }
             Action::Forward(f) => f,

@@ -8,6 +8,9 @@ use std::time::Duration;
 use regex::bytes::Regex;
 use rustc_hash::FxHashMap;
 
+/// A header a route adds: (lower-case name, value).
+pub type HeaderEdit = (Box<[u8]>, Box<[u8]>);
+
 /// Headers of the request being routed, looked up by lower-case name.
 pub trait HeaderLookup {
     fn header(&self, lower_name: &[u8]) -> Option<&[u8]>;
@@ -39,10 +42,10 @@ pub struct Route {
     pub methods: Vec<Box<[u8]>>,
     pub headers: Vec<HeaderMatcher>,
     pub action: Action,
-    pub request_headers_to_add: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub request_headers_to_add: Vec<HeaderEdit>,
     /// Lower-case names.
     pub request_headers_to_remove: Vec<Box<[u8]>>,
-    pub response_headers_to_add: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub response_headers_to_add: Vec<HeaderEdit>,
     pub response_headers_to_remove: Vec<Box<[u8]>>,
 }
 
