@@ -24,6 +24,15 @@ pub enum BodyError {
     Framing,
 }
 
+/// Bytes a body transfer moved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Transfer {
+    /// Written to the destination (this body only).
+    pub written: u64,
+    /// Newly read from the source (may include bytes after the body).
+    pub read: u64,
+}
+
 /// Moves the body described by `framing`. `buf` starts with bytes already read
 /// from `src` (possibly more than this body). Returns the bytes moved and the
 /// buffer, holding whatever followed the body.
@@ -33,11 +42,11 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
     mut buf: Vec<u8>,
     framing: BodyFraming,
     idle: Duration,
-) -> (Result<u64, BodyError>, Vec<u8>) {
-    let mut moved = 0u64;
+) -> (Result<Transfer, BodyError>, Vec<u8>) {
+    let mut t = Transfer::default();
     let mut chunked = ChunkedState::new(MAX_TRAILER_BYTES);
     let mut remaining = match framing {
-        BodyFraming::None => return (Ok(0), buf),
+        BodyFraming::None => return (Ok(t), buf),
         BodyFraming::ContentLength(n) => n,
         BodyFraming::Chunked | BodyFraming::UntilClose => u64::MAX,
     };
@@ -60,13 +69,13 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
             if res.is_err() {
                 return (Err(BodyError::DstError), buf);
             }
-            moved += take as u64;
+            t.written += take as u64;
             buf.drain(..take);
             if done {
-                return (Ok(moved), buf);
+                return (Ok(t), buf);
             }
         } else if remaining == 0 {
-            return (Ok(moved), buf);
+            return (Ok(t), buf);
         }
         // Everything buffered was body and is written: read more.
         buf.clear();
@@ -76,9 +85,9 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
             Ok((res, b)) => {
                 buf = b;
                 match res {
-                    Ok(0) if framing == BodyFraming::UntilClose => return (Ok(moved), buf),
+                    Ok(0) if framing == BodyFraming::UntilClose => return (Ok(t), buf),
                     Ok(0) => return (Err(BodyError::SrcClosed), buf),
-                    Ok(_) => {}
+                    Ok(n) => t.read += n as u64,
                     Err(_) => return (Err(BodyError::SrcError), buf),
                 }
             }

@@ -284,7 +284,8 @@ const MAX_CONNECTION_OPTIONS: usize = 64;
 /// `headers` is scratch space: it is cleared, filled, and on success moved into
 /// [`RequestHead::headers`] (leaving `headers` empty). To reuse the allocation across the
 /// requests of a keep-alive connection, give it back when done with the head:
-/// `scratch = head.headers;`. On `Ok(None)` and `Err` it keeps its capacity.
+/// `scratch = head.headers;`. On `Ok(None)` and `Err` it keeps its capacity (its
+/// contents are then unspecified).
 pub fn parse_request_head(
     buf: &[u8],
     limits: &Limits,
@@ -477,61 +478,46 @@ struct Bounds {
     head_len: usize,
 }
 
-/// Finds the CRLFCRLF ending the head, checking line endings on the way.
+/// Finds the CRLFCRLF ending the head and checks every line ending on the way.
 ///
 /// httparse accepts a bare LF as a line ending; an upstream that does not would see
-/// different header lines than the proxy, so every LF must follow a CR and every CR must
-/// precede an LF. Doing this here also means httparse only ever sees a complete head.
+/// different header lines than the proxy, so every CR must be followed by LF and every
+/// LF preceded by CR. Checking here also rejects such heads before they are complete, and
+/// means httparse only ever sees a whole head.
 fn find_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<Bounds>, HeadError> {
     // Spans are u32 offsets, so no head may reach past u32::MAX whatever the limit says.
     let max = max_head_bytes.min(u32::MAX as usize);
     let window = buf.get(..max).unwrap_or(buf);
 
+    // RFC 9112 §2.2: empty lines before the start line are to be ignored.
     let mut start = 0;
     while window.get(start..start + 2) == Some(b"\r\n".as_slice()) {
         start += 2;
     }
 
-    let mut i = start;
     let mut line_start = start;
     let mut first_line_end = None;
-    let mut prev_cr = false;
-    while let Some(rest) = window.get(i..) {
-        // Most head bytes are neither CR nor LF; skip eight at a time while that holds.
-        if !prev_cr {
-            if let Some(word) = rest.first_chunk::<8>() {
-                if !has_cr_or_lf(u64::from_le_bytes(*word)) {
-                    i += 8;
-                    continue;
-                }
-            }
+    // Jump from line ending to line ending; each must be a CRLF pair, so an LF found
+    // here is one that no CR came before.
+    while let Some(at) = find_cr_or_lf(window, line_start) {
+        match window.get(at..) {
+            Some([b'\r', b'\n', ..]) => {}
+            // The LF may still arrive.
+            Some([b'\r']) => break,
+            Some([b'\r', ..]) => return Err(HeadError::Malformed("bare CR in head")),
+            _ => return Err(HeadError::Malformed("bare LF in head")),
         }
-        let Some(&b) = rest.first() else {
-            break;
-        };
-        match b {
-            b'\n' if !prev_cr => return Err(HeadError::Malformed("bare LF in head")),
-            b'\n' => {
-                prev_cr = false;
-                if i == line_start + 1 {
-                    // An empty line (just CRLF). The start line cannot be empty since
-                    // leading empty lines were skipped, so this ends the head.
-                    return Ok(Some(Bounds {
-                        start,
-                        line_end: first_line_end.unwrap_or(start),
-                        head_len: i + 1,
-                    }));
-                }
-                if first_line_end.is_none() {
-                    first_line_end = Some(i - 1);
-                }
-                line_start = i + 1;
-            }
-            _ if prev_cr => return Err(HeadError::Malformed("bare CR in head")),
-            b'\r' => prev_cr = true,
-            _ => {}
+        if at == line_start {
+            // An empty line ends the head. The start line is never empty, since leading
+            // empty lines were skipped.
+            return Ok(Some(Bounds {
+                start,
+                line_end: first_line_end.unwrap_or(at),
+                head_len: at + 2,
+            }));
         }
-        i += 1;
+        first_line_end.get_or_insert(at);
+        line_start = at + 2;
     }
 
     // A full window without an end means the head is over the limit. Saying so now,
@@ -543,13 +529,39 @@ fn find_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<Bounds>, HeadEr
     }
 }
 
-/// Whether any byte of `word` is CR or LF (the classic SWAR zero-byte test, which has no
-/// false positives or negatives for "is there one").
-fn has_cr_or_lf(word: u64) -> bool {
+/// Offset of the first CR or LF in `haystack` at or after `from`, eight bytes at a time:
+/// most head bytes are neither.
+fn find_cr_or_lf(haystack: &[u8], from: usize) -> Option<usize> {
+    let rest = haystack.get(from..)?;
+    let mut offset = 0;
+    while let Some(word) = rest.get(offset..).and_then(|r| r.first_chunk::<8>()) {
+        if let Some(at) = first_cr_or_lf(u64::from_le_bytes(*word)) {
+            return Some(from + offset + at);
+        }
+        offset += 8;
+    }
+    rest.get(offset..)?
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|at| from + offset + at)
+}
+
+/// Index of the first CR or LF byte of a little-endian `word`, if any.
+///
+/// The classic SWAR zero-byte test: `(v - 0x01..) & !v & 0x80..` flags every zero byte
+/// and may flag bytes above one (borrows run upward), never below; so its lowest flag is
+/// exactly the first zero byte of `word ^ CR` or of `word ^ LF`.
+fn first_cr_or_lf(word: u64) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| (v.wrapping_sub(ONES) & !v & HIGHS) != 0;
-    has_zero(word ^ (ONES * u64::from(b'\r'))) || has_zero(word ^ (ONES * u64::from(b'\n')))
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mask =
+        zero_bytes(word ^ (ONES * u64::from(b'\r'))) | zero_bytes(word ^ (ONES * u64::from(b'\n')));
+    if mask == 0 {
+        None
+    } else {
+        Some((mask.trailing_zeros() / 8) as usize)
+    }
 }
 
 fn header_slots<'s, 'b>(
@@ -1805,6 +1817,11 @@ mod tests {
             response.push(ctl);
             response.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
             resp_malformed(&response);
+
+            let mut response_name = b"HTTP/1.1 200 OK\r\nX".to_vec();
+            response_name.push(ctl);
+            response_name.extend_from_slice(b"A: a\r\nContent-Length: 0\r\n\r\n");
+            resp_malformed(&response_name);
         }
         // HTAB is the one control byte a value may hold.
         req_ok(&get_with(&["X-A: a\tb"]));
@@ -2760,19 +2777,25 @@ mod tests {
     #[test]
     fn swar_scan_matches_bytewise() {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..10_000 {
-            let word = rng.next();
-            let expected = word.to_le_bytes().iter().any(|&b| b == b'\r' || b == b'\n');
-            assert_eq!(has_cr_or_lf(word), expected, "{word:#x}");
-        }
-        for pos in 0..8 {
-            for b in [b'\r', b'\n'] {
-                let mut bytes = [b'a'; 8];
-                bytes[pos] = b;
-                assert!(has_cr_or_lf(u64::from_le_bytes(bytes)));
-                bytes[pos] = b + 0x80;
-                assert!(!has_cr_or_lf(u64::from_le_bytes(bytes)));
-            }
+        // Bytes near CR and LF, with and without the high bit, are where SWAR tricks slip.
+        let alphabet = [
+            b'\r', b'\n', 0x0b, 0x0c, 0x0e, 0x09, 0x00, 0x01, 0x8a, 0x8d, 0xff, 0x80, b'a', b' ',
+        ];
+        for round in 0..20_000 {
+            let word = if round % 2 == 0 {
+                rng.next()
+            } else {
+                let mut bytes = [0u8; 8];
+                for b in &mut bytes {
+                    *b = alphabet[rng.below(alphabet.len())];
+                }
+                u64::from_le_bytes(bytes)
+            };
+            let expected = word
+                .to_le_bytes()
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n');
+            assert_eq!(first_cr_or_lf(word), expected, "{word:#x}");
         }
     }
 

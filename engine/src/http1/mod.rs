@@ -67,6 +67,8 @@ struct Conn {
     resp_headers: Vec<codec::Header>,
     /// The current request's head has been removed from `buf`.
     head_consumed: bool,
+    /// Bytes of the current request read from the client (head and body).
+    req_bytes: u64,
 }
 
 enum HeadRead {
@@ -106,6 +108,7 @@ pub async fn serve(
         req_headers: Vec::new(),
         resp_headers: Vec::new(),
         head_consumed: false,
+        req_bytes: 0,
     };
     drop(epoch);
     loop {
@@ -127,6 +130,7 @@ pub async fn serve(
         };
         c.first = false;
         c.head_consumed = false;
+        c.req_bytes = head.head_len as u64;
         let next = c.request(&epoch, &head).await;
         c.consume_head(&head);
         c.req_headers = head.headers;
@@ -392,7 +396,7 @@ impl Conn {
             authority: &info.authority,
             path: &info.target,
             status,
-            bytes_in: 0,
+            bytes_in: self.req_bytes,
             bytes_out,
             duration_us: start.elapsed().as_micros() as u64,
             upstream,
@@ -579,7 +583,10 @@ impl Conn {
                 .await;
                 self.buf = buf;
                 match res {
-                    Ok(n) => self.stats_rx(n),
+                    Ok(t) => {
+                        self.stats_rx(t.read);
+                        self.req_bytes += t.written;
+                    }
                     Err(BodyError::Framing) => {
                         return Err(Failure {
                             error: LocalError::BadRequest,
@@ -673,7 +680,7 @@ impl Conn {
         let mut down = &mut self.stream;
         let (res, ubuf) = body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout).await;
         let body_ok = res.is_ok();
-        let sent = res.unwrap_or(0);
+        let sent = res.map_or(0, |t| t.written);
         self.stats.tx.add(sent);
         cs.stats.duration.observe(start.elapsed());
         self.log(
