@@ -155,7 +155,7 @@ impl Worker {
         let w = Rc::new(Worker {
             id,
             registry: registry.clone(),
-            bufs: BufPool::new(BUF_SIZE, 256),
+            bufs: BufPool::new(BUF_SIZE, 64),
             drain: Notify::default(),
             access_log,
             epoch: RefCell::new(Rc::new(EpochLocal {
@@ -320,7 +320,7 @@ impl Worker {
                 continue;
             };
             let w = self.clone();
-            monoio::spawn(async move {
+            let fut = async move {
                 let stats = epoch.listeners[idx].clone();
                 stats.conns_total.inc();
                 stats.active.inc();
@@ -330,12 +330,13 @@ impl Worker {
                         crate::http1::serve(w.clone(), epoch, idx, stream, peer).await
                     }
                     ListenerKind::Tcp { .. } => {
-                        crate::l4::serve(w.clone(), epoch, idx, stream).await
+                        Box::pin(crate::l4::serve(w.clone(), epoch, idx, stream)).await
                     }
                 }
                 w.active_conns.set(w.active_conns.get() - 1);
                 stats.active.dec();
-            });
+            };
+            monoio::spawn(fut);
         }
     }
 

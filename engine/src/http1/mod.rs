@@ -112,37 +112,29 @@ pub async fn serve(
     };
     drop(epoch);
     loop {
-        let epoch = c.worker.current();
-        let Some(listener) = epoch.listener_at(c.listener_addr) else {
-            break;
-        };
-        c.listener = listener;
-        let limits = &epoch.config.limits;
-        let head = match c.read_head(limits).await {
-            HeadRead::Head(h) => h,
-            HeadRead::Gone => break,
-            HeadRead::Refuse(e) => {
-                epoch.count_request(c.listener, None, None, e.status());
-                c.answer_error(e, true, None).await;
-                c.linger_close().await;
-                return;
+        // Idle between requests: hold no buffer, wait for readiness. Only this
+        // small state lives in the connection's task while it is idle.
+        if c.buf.is_empty() {
+            match c.wait_readable().await {
+                Idle::Ready => {}
+                Idle::Gone => break,
+                Idle::TimedOut => {
+                    Box::pin(c.refuse(LocalError::RequestTimeout)).await;
+                    return;
+                }
             }
-        };
-        c.first = false;
-        c.head_consumed = false;
-        c.req_bytes = head.head_len as u64;
-        let next = c.request(&epoch, &head).await;
-        c.consume_head(&head);
-        c.req_headers = head.headers;
-        match next {
+        }
+        // One request, head to last body byte. Its state machine is large
+        // (several KB), so it lives in a box only while the request does.
+        match Box::pin(c.one_request()).await {
             Next::KeepAlive if !c.worker.drain.is_fired() => continue,
             Next::KeepAlive | Next::Close => break,
             Next::LingerClose => {
-                c.linger_close().await;
+                Box::pin(c.linger_close()).await;
                 return;
             }
             Next::Upgrade(up, ubuf) => {
-                c.tunnel(up, ubuf).await;
+                Box::pin(c.tunnel(up, ubuf)).await;
                 return;
             }
         }
@@ -151,28 +143,76 @@ pub async fn serve(
     c.worker.bufs.put(buf);
 }
 
+enum Idle {
+    Ready,
+    /// Closed, drained, or idle too long on a kept-alive connection.
+    Gone,
+    /// A new connection sent nothing within the request-head timeout.
+    TimedOut,
+}
+
 impl Conn {
+    /// Gives the buffer back and waits until the client sends something.
+    async fn wait_readable(&mut self) -> Idle {
+        let spare = std::mem::take(&mut self.buf);
+        self.worker.bufs.put(spare);
+        let wait = {
+            let epoch = self.worker.current();
+            if self.first {
+                epoch.config.limits.request_head_timeout
+            } else {
+                epoch.config.limits.downstream_idle_timeout
+            }
+        };
+        let ready = monoio::select! {
+            r = monoio::time::timeout(wait, self.stream.readable(false)) => r,
+            _ = self.worker.drain.fired() => return Idle::Gone,
+        };
+        match ready {
+            Ok(Ok(())) => Idle::Ready,
+            Ok(Err(_)) => Idle::Gone,
+            Err(_) if self.first => Idle::TimedOut,
+            Err(_) => Idle::Gone,
+        }
+    }
+
+    /// Answers an unreadable request (400/408/431) and closes.
+    async fn refuse(mut self, e: LocalError) {
+        let epoch = self.worker.current();
+        if let Some(l) = epoch.listener_at(self.listener_addr) {
+            epoch.count_request(l, None, None, e.status());
+        }
+        self.answer_error(e, true, None).await;
+        self.linger_close().await;
+    }
+
+    /// Reads one request head and serves the request.
+    async fn one_request(&mut self) -> Next {
+        let epoch = self.worker.current();
+        let Some(listener) = epoch.listener_at(self.listener_addr) else {
+            return Next::Close;
+        };
+        self.listener = listener;
+        let head = match self.read_head(&epoch.config.limits).await {
+            HeadRead::Head(h) => h,
+            HeadRead::Gone => return Next::Close,
+            HeadRead::Refuse(e) => {
+                epoch.count_request(self.listener, None, None, e.status());
+                self.answer_error(e, true, None).await;
+                return Next::LingerClose;
+            }
+        };
+        self.first = false;
+        self.head_consumed = false;
+        self.req_bytes = head.head_len as u64;
+        let next = self.request(&epoch, &head).await;
+        self.consume_head(&head);
+        self.req_headers = head.headers;
+        next
+    }
+
     async fn read_head(&mut self, limits: &crate::config::Limits) -> HeadRead {
         if self.buf.is_empty() {
-            // Idle: give the buffer back and wait for readiness, so thousands of
-            // idle keep-alive connections hold no buffer memory.
-            let spare = std::mem::take(&mut self.buf);
-            self.worker.bufs.put(spare);
-            let wait = if self.first {
-                limits.request_head_timeout
-            } else {
-                limits.downstream_idle_timeout
-            };
-            let ready = monoio::select! {
-                r = monoio::time::timeout(wait, self.stream.readable(false)) => r,
-                _ = self.worker.drain.fired() => return HeadRead::Gone,
-            };
-            match ready {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return HeadRead::Gone,
-                Err(_) if self.first => return HeadRead::Refuse(LocalError::RequestTimeout),
-                Err(_) => return HeadRead::Gone,
-            }
             self.buf = self.worker.bufs.get();
         }
         let deadline = Instant::now() + limits.request_head_timeout;
