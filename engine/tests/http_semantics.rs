@@ -312,3 +312,30 @@ fn close_delimited_upstream_response_reaches_client() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "closed-body from up");
 }
+
+#[test]
+fn http10_client_gets_chunked_upstream_body_dechunked() {
+    let (_up, _p, web) = start();
+    let mut c = Conn::connect(web);
+    c.send(b"GET /chunked/5000 HTTP/1.0\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let raw = c.read_until_closed(Duration::from_secs(5)).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        !head.contains("transfer-encoding"),
+        "an HTTP/1.0 client cannot read chunked: {head}"
+    );
+    assert!(head.contains("connection: close"), "{head}");
+    let body = &raw[split..];
+    assert_eq!(body.len(), 5000, "the payload alone, close-delimited");
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == pattern_byte(i as u64)));
+}

@@ -42,9 +42,12 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
     mut buf: Vec<u8>,
     framing: BodyFraming,
     idle: Duration,
+    dechunk: bool,
 ) -> (Result<Transfer, BodyError>, Vec<u8>) {
     let mut t = Transfer::default();
     let mut chunked = ChunkedState::new(MAX_TRAILER_BYTES);
+    // De-chunked payload for an HTTP/1.0 peer; only allocated on that path.
+    let mut plain: Vec<u8> = Vec::new();
     let mut remaining = match framing {
         BodyFraming::None => return (Ok(t), buf),
         BodyFraming::ContentLength(n) => n,
@@ -57,6 +60,25 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
                     let take = remaining.min(buf.len() as u64) as usize;
                     remaining -= take as u64;
                     (take, remaining == 0)
+                }
+                BodyFraming::Chunked if dechunk => {
+                    plain.clear();
+                    let p = match chunked.feed_with(&buf, |d| plain.extend_from_slice(d)) {
+                        Ok(p) => p,
+                        Err(_) => return (Err(BodyError::Framing), buf),
+                    };
+                    let n = plain.len();
+                    let (res, p2) = write_range(dst, std::mem::take(&mut plain), 0, n).await;
+                    plain = p2;
+                    if res.is_err() {
+                        return (Err(BodyError::DstError), buf);
+                    }
+                    t.written += n as u64;
+                    buf.drain(..p.consumed);
+                    if p.done {
+                        return (Ok(t), buf);
+                    }
+                    (0, false)
                 }
                 BodyFraming::Chunked => match chunked.feed(&buf) {
                     Ok(p) => (p.consumed, p.done),

@@ -92,6 +92,8 @@ pub struct ResponseEdits<'a> {
     pub http10_keep_alive: bool,
     /// This is a 101 to an Upgrade request: keep Upgrade/Connection.
     pub upgrade: bool,
+    /// The body is de-chunked for an HTTP/1.0 client (close-delimited).
+    pub dechunk: bool,
 }
 
 pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &ResponseEdits<'_>) {
@@ -117,7 +119,7 @@ pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &
     if !has_id {
         put_header(out, b"x-request-id", e.request_id);
     }
-    if r.framing == BodyFraming::Chunked {
+    if r.framing == BodyFraming::Chunked && !e.dechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if e.close && !e.upgrade {

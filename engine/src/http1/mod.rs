@@ -619,6 +619,7 @@ impl Conn {
                     buf,
                     head.framing,
                     limits.downstream_idle_timeout,
+                    false,
                 )
                 .await;
                 self.buf = buf;
@@ -677,7 +678,9 @@ impl Conn {
             return Err(fail(LocalError::BadUpstreamResponse));
         }
         let delimited = resp.framing != BodyFraming::UntilClose;
-        let close = !head.keep_alive || !delimited || self.worker.drain.is_fired();
+        // An HTTP/1.0 client cannot read chunked: de-chunk and close after.
+        let dechunk = head.version_minor == 0 && resp.framing == BodyFraming::Chunked;
+        let close = !head.keep_alive || !delimited || dechunk || self.worker.drain.is_fired();
         let mut out = Vec::with_capacity(resp.head_len + 128);
         head::downstream_response(
             &mut out,
@@ -689,6 +692,7 @@ impl Conn {
                 close,
                 http10_keep_alive: head.version_minor == 0 && head.keep_alive && !close,
                 upgrade: upgraded,
+                dechunk,
             },
         );
         ubuf.drain(..resp.head_len);
@@ -718,7 +722,8 @@ impl Conn {
         }
 
         let mut down = &mut self.stream;
-        let (res, ubuf) = body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout).await;
+        let (res, ubuf) =
+            body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout, dechunk).await;
         let body_ok = res.is_ok();
         let sent = res.map_or(0, |t| t.written);
         self.stats.tx.add(sent);
