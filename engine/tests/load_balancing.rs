@@ -138,3 +138,66 @@ clusters:
         "hits + misses = upstream requests"
     );
 }
+
+/// An upstream that answers one keep-alive request per connection, then
+/// closes it silently (no `connection: close`), as a server with a short
+/// idle timeout does. The pooled connection is stale when the next request
+/// comes: a GET is retried on a fresh connection, a POST with a body is
+/// never sent on it (the liveness peek catches it). No client sees an error.
+#[test]
+fn stale_pooled_connections_are_never_used_for_a_failed_request() {
+    use std::io::{Read, Write};
+    let up = Upstream::raw("closer", |mut s, _| {
+        let Some(head) = read_request_head(&mut s) else {
+            return;
+        };
+        let lower = head.to_ascii_lowercase();
+        if let Some(cl) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+        {
+            let mut body = vec![0u8; cl.trim().parse().unwrap_or(0)];
+            let _ = s.read_exact(&mut body);
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        thread::sleep(Duration::from_millis(20));
+        // Dropped: FIN after a response that promised keep-alive.
+    });
+    let port = free_port();
+    let proxy = Proxy::start_with(
+        &format!(
+            r#"listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: r
+            match: {{ path: {{ prefix: / }} }}
+            route: {{ cluster: c }}
+clusters:
+{}"#,
+            cluster_yaml("c", &[up.addr]),
+        ),
+        &["--workers", "1"],
+    );
+    let web = local(port);
+    let mut c = Conn::connect(web);
+    for i in 0..6 {
+        let req = if i % 2 == 0 {
+            Req::get(&format!("/get/{i}"))
+        } else {
+            Req::new("POST", &format!("/post/{i}")).body(b"payload".to_vec())
+        };
+        let r = c.request(&req).unwrap();
+        assert_eq!(r.status, 200, "request {i}: {:?}", r.error_reason());
+        assert_eq!(r.body, b"ok");
+        // Let the upstream's FIN arrive while the connection sits in the pool.
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Every request needed a fresh upstream connection in the end.
+    assert!(up.accepted() >= 6, "accepted {}", up.accepted());
+    let m = proxy.metrics();
+    assert!(m.contains("ringmesh_requests_total{listener=\"web\",route=\"r\",cluster=\"c\",status_class=\"2xx\"} 6"), "{m}");
+}

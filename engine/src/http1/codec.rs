@@ -203,6 +203,22 @@ impl Method {
     }
 }
 
+impl Method {
+    /// Methods RFC 9110 §9.2.2 calls idempotent: safe to send twice when a
+    /// reused connection fails before any response byte.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        )
+    }
+}
+
 /// How the message body following the head is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {

@@ -40,6 +40,9 @@ use crate::worker::{EpochLocal, ListenerStats, Worker, BUF_SIZE};
 /// an error answer, so the answer is not destroyed by a TCP reset.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
+/// A pooled connection idle for less than this is used without a liveness
+/// peek when the request can be retried (see `Endpoint::checkout`).
+const TRUST_POOLED_FOR: Duration = Duration::from_secs(1);
 /// An upgraded (WebSocket) connection with no traffic either way is closed.
 const UPGRADE_IDLE: Duration = Duration::from_secs(3600);
 /// Upstream response heads may be larger than request heads (cookies).
@@ -165,7 +168,7 @@ impl Conn {
             }
         };
         let ready = monoio::select! {
-            r = monoio::time::timeout(wait, self.stream.readable(false)) => r,
+            r = monoio::time::timeout(wait, self.stream.readable(true)) => r,
             _ = self.worker.drain.fired() => return Idle::Gone,
         };
         match ready {
@@ -573,12 +576,32 @@ impl Conn {
             },
         );
         self.consume_head(head);
+        // A body that arrived with the head goes out in the same write.
+        let mut req_framing = head.framing;
+        if let (BodyFraming::ContentLength(n), false) = (req_framing, expect_continue) {
+            let take = n.min(self.buf.len() as u64) as usize;
+            up_head.extend_from_slice(&self.buf[..take]);
+            self.buf.drain(..take);
+            self.req_bytes += take as u64;
+            req_framing = match n - take as u64 {
+                0 => BodyFraming::None,
+                rest => BodyFraming::ContentLength(rest),
+            };
+        }
+        // The whole request is in `up_head` and repeating it is harmless: it
+        // may be sent again when a pooled connection proves stale.
+        let retry_safe = req_framing == BodyFraming::None && head.method.is_idempotent();
+        let trust_pooled_for = if retry_safe {
+            TRUST_POOLED_FOR
+        } else {
+            Duration::ZERO
+        };
 
         // Phase 3-5: connect (pooled or new), send, await the response head.
         let mut attempt = 0;
         let (mut up, resp, mut ubuf) = loop {
             let pooled = if attempt == 0 {
-                ep.checkout(cs.config.idle_timeout)
+                ep.checkout(cs.config.idle_timeout, trust_pooled_for)
             } else {
                 None
             };
@@ -599,13 +622,13 @@ impl Conn {
             let (res, h) = up.write_all(std::mem::take(&mut up_head)).await;
             up_head = h;
             if res.is_err() {
-                if reused && head.framing == BodyFraming::None {
+                if reused && retry_safe {
                     attempt += 1;
                     continue;
                 }
                 return Err(fail(LocalError::UpstreamReset));
             }
-            if head.framing != BodyFraming::None {
+            if req_framing != BodyFraming::None {
                 if expect_continue {
                     let (ok, _) = self.send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
                     if !ok {
@@ -617,7 +640,7 @@ impl Conn {
                     &mut self.stream,
                     &mut up,
                     buf,
-                    head.framing,
+                    req_framing,
                     limits.downstream_idle_timeout,
                     false,
                 )
@@ -653,9 +676,7 @@ impl Conn {
             .await
             {
                 Ok((resp, ubuf)) => break (up, resp, ubuf),
-                Err((RespError::Closed { any_byte: false }, ubuf))
-                    if reused && head.framing == BodyFraming::None =>
-                {
+                Err((RespError::Closed { any_byte: false }, ubuf)) if reused && retry_safe => {
                     self.worker.bufs.put(ubuf);
                     attempt += 1;
                     continue;
@@ -696,8 +717,19 @@ impl Conn {
             },
         );
         ubuf.drain(..resp.head_len);
-        let (resp_status, resp_framing, resp_keep_alive) =
+        let (resp_status, mut resp_framing, resp_keep_alive) =
             (resp.status, resp.framing, resp.keep_alive);
+        // Body bytes already read go out in the same write as the head: a
+        // small response costs one write, not two.
+        if let (BodyFraming::ContentLength(n), false) = (resp_framing, upgraded) {
+            let take = n.min(ubuf.len() as u64) as usize;
+            out.extend_from_slice(&ubuf[..take]);
+            ubuf.drain(..take);
+            resp_framing = match n - take as u64 {
+                0 => BodyFraming::None,
+                rest => BodyFraming::ContentLength(rest),
+            };
+        }
         self.resp_headers = resp.headers;
         let head_out = out.len() as u64;
         let (ok, _) = self.send(out).await;

@@ -38,11 +38,15 @@ impl Endpoint {
         self.active.set(self.active.get().saturating_sub(1));
     }
 
-    /// The most recently used live idle connection, if any.
-    pub fn checkout(&self, idle_timeout: Duration) -> Option<TcpStream> {
+    /// The most recently used live idle connection, if any. A connection
+    /// idle for less than `trust_for` is taken without the liveness peek (a
+    /// syscall per request); callers pass a non-zero `trust_for` only when the
+    /// request can be retried on a fresh connection should it turn out stale.
+    pub fn checkout(&self, idle_timeout: Duration, trust_for: Duration) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         while let Some((conn, since)) = idle.pop_back() {
-            if since.elapsed() < idle_timeout && still_open(&conn) {
+            let idle_for = since.elapsed();
+            if idle_for < idle_timeout && (idle_for < trust_for || still_open(&conn)) {
                 return Some(conn);
             }
         }
