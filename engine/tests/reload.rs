@@ -355,3 +355,86 @@ fn reload_adds_and_removes_listeners() {
         related_lines(&text, "ringmesh_downstream_connections_total")
     );
 }
+
+fn proxied(port: u16, body: &str, endpoints: &[SocketAddr]) -> String {
+    format!(
+        r#"listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: d
+            match: {{ path: {{ exact: /d }} }}
+            direct_response: {{ status: 200, body: "{body}" }}
+          - name: p
+            match: {{ path: {{ prefix: / }} }}
+            route: {{ cluster: c }}
+clusters:
+{}"#,
+        cluster_yaml("c", endpoints)
+    )
+}
+
+/// Upstream connections pooled before a reload are still used after it: for
+/// an unchanged cluster, and for the endpoints a changed cluster kept.
+#[test]
+fn reload_keeps_upstream_pools() {
+    let up1 = Upstream::start("one");
+    let up2 = Upstream::start("two");
+    let port = free_port();
+    let proxy = Proxy::start_with(&proxied(port, "v1", &[up1.addr]), &["--workers", "1"]);
+    let web = local(port);
+    let mut c = Conn::connect(web);
+    let hit = |c: &mut Conn, path: &str| {
+        let r = c.request(&Req::get(path)).unwrap();
+        assert_eq!(r.status, 200);
+        r
+    };
+    for _ in 0..5 {
+        hit(&mut c, "/p");
+    }
+    assert_eq!(up1.accepted(), 1);
+
+    // Epoch 2: only a direct response changes; cluster `c` is the same.
+    let (e0, _) = epochs(&proxy);
+    proxy.write_config(&proxied(port, "v2", &[up1.addr]));
+    proxy.sighup();
+    assert!(
+        wait_epoch_change(&proxy, e0),
+        "reload not applied:\n{}",
+        proxy.log()
+    );
+    assert_eq!(hit(&mut c, "/d").text(), "v2");
+    for _ in 0..5 {
+        hit(&mut c, "/p");
+    }
+    assert_eq!(
+        up1.accepted(),
+        1,
+        "the pooled connection survived the epoch"
+    );
+
+    // Epoch 3: the cluster gains an endpoint; the kept one keeps its pool.
+    let (e1, _) = epochs(&proxy);
+    proxy.write_config(&proxied(port, "v3", &[up1.addr, up2.addr]));
+    proxy.sighup();
+    assert!(
+        wait_epoch_change(&proxy, e1),
+        "reload not applied:\n{}",
+        proxy.log()
+    );
+    let mut seen = [0; 2];
+    for _ in 0..6 {
+        let r = hit(&mut c, "/p");
+        seen[usize::from(r.upstream() == Some("two"))] += 1;
+    }
+    assert_eq!(seen, [3, 3], "round robin over both endpoints");
+    assert_eq!(up1.accepted(), 1, "endpoint one kept its pooled connection");
+    assert_eq!(up2.accepted(), 1);
+    assert_metric_line(
+        &proxy.metrics(),
+        "ringmesh_upstream_pool_misses_total{cluster=\"c\"} 2",
+    );
+}
