@@ -143,7 +143,7 @@ fn uring_builder(flags: bool) -> io_uring::Builder {
 }
 
 fn run_uring(
-    worker_fn: impl FnOnce() -> Rc<Worker>,
+    worker_fn: impl FnOnce(bool) -> Rc<Worker>,
     ready: &mpsc::Sender<(usize, Built)>,
     id: usize,
 ) -> Result<(), std::io::Error> {
@@ -162,12 +162,12 @@ fn run_uring(
         });
     let mut rt = rt?;
     let _ = ready.send((id, Ok("io_uring")));
-    rt.block_on(async move { worker_fn().run().await });
+    rt.block_on(async move { worker_fn(true).run().await });
     Ok(())
 }
 
 fn run_epoll(
-    worker_fn: impl FnOnce() -> Rc<Worker>,
+    worker_fn: impl FnOnce(bool) -> Rc<Worker>,
     ready: &mpsc::Sender<(usize, Built)>,
     id: usize,
 ) -> Result<(), std::io::Error> {
@@ -175,7 +175,7 @@ fn run_epoll(
         .enable_timer()
         .build()?;
     let _ = ready.send((id, Ok("epoll")));
-    rt.block_on(async move { worker_fn().run().await });
+    rt.block_on(async move { worker_fn(false).run().await });
     Ok(())
 }
 
@@ -209,7 +209,7 @@ pub fn start_workers(
                 let dropped = registry.counter("ringmesh_access_log_dropped_total", String::new());
                 let make = {
                     let shared = shared.clone();
-                    move || Worker::new(id, shared, AccessLog::new(log_tx, dropped))
+                    move |uring| Worker::new(id, shared, AccessLog::new(log_tx, dropped), uring)
                 };
                 let set_driver = |d: &'static str| {
                     *shared.workers[id].driver.lock().unwrap_or_else(|p| p.into_inner()) = d;

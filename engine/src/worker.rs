@@ -146,10 +146,12 @@ pub struct Worker {
     /// Accept loops running, by address, with their stop signal.
     running: RefCell<FxHashMap<SocketAddr, Rc<Notify>>>,
     pub active_conns: Cell<usize>,
+    /// The worker runs on io_uring (else epoll).
+    pub uring: bool,
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>, access_log: AccessLog) -> Rc<Self> {
+    pub fn new(id: usize, shared: Arc<Shared>, access_log: AccessLog, uring: bool) -> Rc<Self> {
         let registry = shared.workers[id].registry.clone();
         let config = shared.config();
         let w = Rc::new(Worker {
@@ -171,6 +173,7 @@ impl Worker {
             listener_stats: RefCell::default(),
             running: RefCell::default(),
             active_conns: Cell::new(0),
+            uring,
             shared,
         });
         // Force the first reconcile.

@@ -41,8 +41,9 @@ fn good_config_compiles_with_defaults() {
     );
     assert_eq!(
         c.clusters[0].connect_timeout,
-        std::time::Duration::from_secs(1)
+        std::time::Duration::from_secs(5)
     );
+    assert_eq!(c.clusters[0].max_idle_per_endpoint, 1024);
     assert_eq!(c.version.len(), 16);
 }
 

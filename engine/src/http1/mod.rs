@@ -168,7 +168,9 @@ impl Conn {
             }
         };
         let ready = monoio::select! {
-            r = monoio::time::timeout(wait, self.stream.readable(true)) => r,
+            // On epoll, relaxed readiness may be stale: the read that follows
+            // would then park holding a buffer. io_uring always polls.
+            r = monoio::time::timeout(wait, self.stream.readable(self.worker.uring)) => r,
             _ = self.worker.drain.fired() => return Idle::Gone,
         };
         match ready {
