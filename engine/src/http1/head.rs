@@ -2,9 +2,6 @@
 //! forwarding headers set, route header edits applied, prefix rewritten) and the
 //! response head sent downstream.
 
-use std::io::Write as _;
-use std::net::IpAddr;
-
 use super::codec::{BodyFraming, Header, HeaderKind, RequestHead, ResponseHead};
 use crate::router::Route;
 
@@ -13,7 +10,8 @@ pub struct RequestEdits<'a> {
     pub route: &'a Route,
     /// (matched prefix length, replacement) when the route rewrites the prefix.
     pub rewrite: Option<(usize, &'a [u8])>,
-    pub client_ip: IpAddr,
+    /// The client's IP as text, rendered once per connection.
+    pub client_ip: &'a [u8],
     pub request_id: &'a [u8],
     /// We answered `Expect: 100-continue` ourselves; do not forward it.
     pub strip_expect: bool,
@@ -67,7 +65,8 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
         out.extend_from_slice(prev);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{}\r\n", e.client_ip);
+    out.extend_from_slice(e.client_ip);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     put_header(out, b"x-request-id", e.request_id);
     for (n, v) in &e.route.request_headers_to_add {
@@ -97,7 +96,9 @@ pub struct ResponseEdits<'a> {
 }
 
 pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &ResponseEdits<'_>) {
-    let _ = write!(out, "HTTP/1.1 {} ", r.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, r.status);
+    out.push(b' ');
     out.extend_from_slice(r.reason.get(buf));
     out.extend_from_slice(b"\r\n");
     let mut has_id = false;
@@ -128,6 +129,16 @@ pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a status code; the codec admits only 100..=999, so three digits.
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    let s = status.clamp(100, 999);
+    out.extend_from_slice(&[
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
 }
 
 /// Looks a request header up by lower-case name, for the router.

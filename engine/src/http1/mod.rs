@@ -60,6 +60,8 @@ struct Conn {
     /// Index of the listener in the epoch of the request being served.
     listener: usize,
     stats: Rc<ListenerStats>,
+    /// `peer`'s IP as text for x-forwarded-for, rendered once.
+    client_ip: Box<[u8]>,
     /// Bytes read from the client and not yet consumed. Empty (capacity 0)
     /// while the connection is idle.
     buf: Vec<u8>,
@@ -102,6 +104,7 @@ pub async fn serve(
     let mut c = Conn {
         worker,
         stream,
+        client_ip: peer.ip().to_string().into_bytes().into(),
         peer,
         listener_addr: epoch.config.listeners[listener].addr,
         listener,
@@ -572,7 +575,7 @@ impl Conn {
             &head::RequestEdits {
                 route,
                 rewrite,
-                client_ip: self.peer.ip(),
+                client_ip: &self.client_ip,
                 request_id,
                 strip_expect: head.expect_continue,
             },
