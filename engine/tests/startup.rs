@@ -409,3 +409,62 @@ fn quickstart_example_works() {
     let r = get(local(web), "localhost", "/admin/ready");
     assert_eq!(r.status, 200, "proxied to the admin listener: {}", r.text());
 }
+
+/// `--cpu-list` pins worker i to the i-th CPU listed: the kernel's view of
+/// each worker thread's affinity says so.
+#[test]
+fn cpu_list_pins_each_worker() {
+    let cpus = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    // Use the last allowed CPU for worker 0 and the first for worker 1 (on a
+    // one-CPU machine both are the same), so the order of the list matters.
+    let first: usize = cpus.split([',', '-']).next().unwrap().parse().unwrap();
+    let last: usize = cpus.rsplit([',', '-']).next().unwrap().parse().unwrap();
+    let port = free_port();
+    let list = format!("{last},{first}");
+    let proxy = Proxy::start_with(
+        &format!(
+            r#"listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{}}
+            direct_response: {{ status: 200 }}
+"#
+        ),
+        &["--workers", "2", "--cpu-list", &list],
+    );
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", proxy.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        if let Some(w) = name.trim().strip_prefix("ringmesh-w") {
+            let allowed = std::fs::read_to_string(task.join("status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Cpus_allowed_list:")
+                        .map(|v| v.trim().to_string())
+                })
+                .unwrap();
+            seen.push((w.to_string(), allowed));
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("0".to_string(), last.to_string()),
+            ("1".to_string(), first.to_string())
+        ]
+    );
+}
