@@ -381,6 +381,7 @@ impl Conn {
             self.answer_error(LocalError::MethodNotAllowed, true, Some(&request_id))
                 .await;
             epoch.count_request(self.listener, Some(route), None, 405);
+            self.log(&info, 405, 0, start, None, &route.name, &request_id);
             return Next::LingerClose;
         }
         let fwd = match &route.action {
