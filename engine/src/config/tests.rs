@@ -31,6 +31,21 @@ fn quickstart_compiles() {
 }
 
 #[test]
+fn every_shipped_example_compiles() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            load_str(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "examples found: {n}");
+}
+
+#[test]
 fn good_config_compiles_with_defaults() {
     let c = load(GOOD).unwrap();
     assert_eq!(c.limits.max_headers, 100);
