@@ -23,11 +23,33 @@ pub fn probe_free(addr: SocketAddr) -> Result<(), String> {
     let _ = s.set_reuse_address(true);
     match s.bind(&addr.into()) {
         Ok(()) => Ok(()),
+        // Our own workers may still hold the address for a moment after a
+        // reload removed it (they let go on their next tick); that is not
+        // "another process".
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && we_listen_on(addr) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(format!(
             "{addr}: address already in use by another process (a stale ringmesh-proxy?); refusing to share it"
         )),
         Err(e) => Err(format!("{addr}: cannot bind: {e}")),
     }
+}
+
+/// Whether this process has a listening socket bound to exactly `addr`.
+fn we_listen_on(addr: SocketAddr) -> bool {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|fd| {
+            // SAFETY: the fd number comes from our own fd table and is only
+            // borrowed for two getsockopt/getsockname calls; if it was closed
+            // and reused meanwhile, the calls fail or describe the new fd,
+            // and nothing is written through it.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let sock = socket2::SockRef::from(&fd);
+            sock.is_listener().unwrap_or(false)
+                && sock.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr)
+        })
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {

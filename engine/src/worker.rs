@@ -258,9 +258,10 @@ impl Worker {
             keep
         });
         for l in &epoch.config.listeners {
-            if running.contains_key(&l.addr) {
-                continue;
-            }
+            // A socket waiting for this worker means the control thread bound
+            // the address afresh (it was removed and re-added, perhaps within
+            // one tick): serve the new socket, or its share of connections
+            // would sit in a backlog nobody accepts from.
             let std_listener = {
                 let mut sockets = self
                     .shared
@@ -271,6 +272,14 @@ impl Worker {
                     .get_mut(&l.addr)
                     .and_then(|v| v.get_mut(self.id))
                     .and_then(Option::take)
+            };
+            let std_listener = match (std_listener, running.get(&l.addr)) {
+                (None, Some(_)) => continue,
+                (Some(fresh), Some(old)) => {
+                    old.fire();
+                    Some(fresh)
+                }
+                (fresh, None) => fresh,
             };
             let Some(std_listener) = std_listener else {
                 crate::log::error(&format!(

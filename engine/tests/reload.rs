@@ -438,3 +438,36 @@ fn reload_keeps_upstream_pools() {
         "ringmesh_upstream_pool_misses_total{cluster=\"c\"} 2",
     );
 }
+
+/// A listener removed and added back by two reloads that land within one
+/// worker tick gets freshly bound SO_REUSEPORT sockets; every worker must
+/// serve its new socket, or the kernel would queue a share of connections
+/// where nobody accepts them.
+#[test]
+fn listener_removed_and_readded_quickly_still_answers_every_connection() {
+    let (pa, pb) = (free_port(), free_port());
+    let proxy = Proxy::start(&listeners(&[("web", pa), ("flap", pb)]));
+    for round in 0..3 {
+        let (e0, _) = epochs(&proxy);
+        proxy.write_config(&listeners(&[("web", pa)]));
+        proxy.sighup();
+        assert!(wait_epoch_change(&proxy, e0), "round {round}: first reload");
+        let (e1, _) = epochs(&proxy);
+        proxy.write_config(&listeners(&[("web", pa), ("flap", pb)]));
+        proxy.sighup();
+        assert!(
+            wait_epoch_change(&proxy, e1),
+            "round {round}: second reload"
+        );
+        // Let every worker reach the latest epoch (its tick is 100 ms).
+        std::thread::sleep(Duration::from_millis(250));
+        for i in 0..40 {
+            let mut c = Conn::connect(local(pb));
+            c.set_read_timeout(Duration::from_secs(2));
+            let r = c
+                .request(&Req::get("/"))
+                .unwrap_or_else(|e| panic!("round {round}, connection {i}: {e}\n{}", proxy.log()));
+            assert_eq!(r.text(), "flap");
+        }
+    }
+}
