@@ -4,18 +4,37 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shared::Shared;
 
+/// Admin connections served at once; more wait in the accept backlog. One
+/// slow client must not make a readiness probe time out, and a flood must
+/// not spawn unbounded threads.
+const MAX_CONCURRENT: usize = 8;
+
 pub fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-        let _ = handle(conn, &shared);
+        while active.load(Ordering::Acquire) >= MAX_CONCURRENT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let (shared, done) = (shared.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ringmesh-admin-conn".into())
+            .spawn(move || {
+                let _ = handle(conn, &shared);
+                done.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

@@ -468,3 +468,32 @@ fn cpu_list_pins_each_worker() {
         ]
     );
 }
+
+/// A client that connects to the admin port and sends nothing must not make
+/// a readiness probe wait (kubelet's default probe timeout is 1 s).
+#[test]
+fn silent_admin_client_does_not_block_ready() {
+    let port = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{}}
+            direct_response: {{ status: 200 }}
+"#
+    ));
+    let _silent = std::net::TcpStream::connect(proxy.admin).unwrap();
+    let t = std::time::Instant::now();
+    let mut c = Conn::connect(proxy.admin);
+    let r = c.request(&Req::get("/ready")).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+}
