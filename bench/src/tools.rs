@@ -1,0 +1,95 @@
+//! What the harness needs on the machine: Debian packages installed with
+//! `apt-get` when missing (unless `--no-install`), and the `ringmesh-proxy`
+//! binary to measure (built here unless `--proxy-bin` names one).
+
+use crate::chart::FONT;
+use crate::cli::{workspace_root, Opts, Scenario};
+use crate::process::run_bounded;
+use crate::proxies::NGINX_STREAM_MODULE;
+use crate::Res;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Installs the missing Debian packages: nginx-light, haproxy, wrk, util-linux
+/// (taskset), valgrind (callgrind only), libnginx-mod-stream (tcp only) and
+/// fonts-dejavu-core (chart text).
+pub fn install_missing(o: &Opts) -> Res<()> {
+    let mut need: Vec<&str> = vec![];
+    if !have("nginx") {
+        need.push("nginx-light");
+    }
+    if !have("haproxy") {
+        need.push("haproxy");
+    }
+    if !have("wrk") {
+        need.push("wrk");
+    }
+    if !have("taskset") {
+        need.push("util-linux");
+    }
+    if o.scenarios.contains(&Scenario::Callgrind) && !have("callgrind_control") {
+        need.push("valgrind");
+    }
+    if o.scenarios.contains(&Scenario::Tcp) && !Path::new(NGINX_STREAM_MODULE).exists() {
+        need.push("libnginx-mod-stream");
+    }
+    if !Path::new(FONT).exists() {
+        need.push("fonts-dejavu-core");
+    }
+    if need.is_empty() {
+        return Ok(());
+    }
+    if !o.install {
+        return Err(format!(
+            "missing: {} (rerun without --no-install)",
+            need.join(" ")
+        ));
+    }
+    eprintln!("[bench] installing from Debian: {}", need.join(" "));
+    let s = format!(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {} >/dev/null",
+        need.join(" ")
+    );
+    run_bounded(
+        Command::new("sh").arg("-c").arg(s),
+        Duration::from_secs(600),
+    )?;
+    Ok(())
+}
+
+/// `--proxy-bin`, or `cargo build --release -p ringmesh-engine` and the binary
+/// under `CARGO_TARGET_DIR` (default `target/`).
+pub fn proxy_binary(o: &Opts) -> Res<PathBuf> {
+    if let Some(p) = &o.proxy_bin {
+        if !p.exists() {
+            return Err(format!("--proxy-bin {}: no such file", p.display()));
+        }
+        return Ok(p.clone());
+    }
+    let root = workspace_root();
+    eprintln!("[bench] cargo build --release -p ringmesh-engine");
+    let st = Command::new("cargo")
+        .args(["build", "--release", "-q", "-p", "ringmesh-engine"])
+        .current_dir(&root)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err("building ringmesh-engine failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { root.join(p) } else { p })
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/ringmesh-proxy"))
+}
