@@ -96,9 +96,14 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
     last: Rc<Cell<Instant>>,
     mut buf: Vec<u8>,
 ) -> (TunnelEnd, u64, Vec<u8>) {
+    let mut last_full = false;
     let mut moved = 0u64;
     loop {
         buf.clear();
+        // A read that filled the buffer marks a bulk stream: read more per op.
+        if last_full && buf.capacity() < crate::worker::BULK_BUF_SIZE {
+            buf = Vec::with_capacity(crate::worker::BULK_BUF_SIZE);
+        }
         let since = last.get().elapsed();
         if since >= idle {
             let _ = w.shutdown().await;
@@ -122,6 +127,7 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
                 return (TunnelEnd::Closed, moved, buf);
             }
             Ok(n) => {
+                last_full = n == buf.capacity();
                 last.set(Instant::now());
                 let (res, b) = w.write_all(buf).await;
                 buf = b;

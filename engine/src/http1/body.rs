@@ -45,6 +45,8 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
     dechunk: bool,
 ) -> (Result<Transfer, BodyError>, Vec<u8>) {
     let mut t = Transfer::default();
+    // Set once a read fills the buffer: the rest moves in bulk-size reads.
+    let mut bulk = false;
     let mut chunked = ChunkedState::new(MAX_TRAILER_BYTES);
     // De-chunked payload for an HTTP/1.0 peer; only allocated on that path.
     let mut plain: Vec<u8> = Vec::new();
@@ -102,14 +104,22 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
         // Everything buffered was body and is written: read more.
         buf.clear();
         let cap = buf.capacity().max(crate::worker::BUF_SIZE);
-        match monoio::time::timeout(idle, read_append(src, buf, cap)).await {
+        let want = if bulk {
+            crate::worker::BULK_BUF_SIZE
+        } else {
+            cap
+        };
+        match monoio::time::timeout(idle, read_append(src, buf, want)).await {
             Err(_) => return (Err(BodyError::SrcTimeout), Vec::new()),
             Ok((res, b)) => {
                 buf = b;
                 match res {
                     Ok(0) if framing == BodyFraming::UntilClose => return (Ok(t), buf),
                     Ok(0) => return (Err(BodyError::SrcClosed), buf),
-                    Ok(n) => t.read += n as u64,
+                    Ok(n) => {
+                        t.read += n as u64;
+                        bulk |= n >= cap;
+                    }
                     Err(_) => return (Err(BodyError::SrcError), buf),
                 }
             }
