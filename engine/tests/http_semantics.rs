@@ -10,21 +10,7 @@ use std::time::Duration;
 fn start() -> (Upstream, Proxy, SocketAddr) {
     let up = Upstream::start("up");
     let port = free_port();
-    let proxy = Proxy::start(&format!(
-        r#"listeners:
-  - name: web
-    address: 127.0.0.1:{port}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: r
-            match: {{ path: {{ prefix: / }} }}
-            route: {{ cluster: up }}
-clusters:
-{}"#,
-        cluster_yaml("up", &[up.addr]),
-    ));
+    let proxy = Proxy::start(&catch_all(port, "up", &[up.addr]));
     (up, proxy, local(port))
 }
 

@@ -80,21 +80,7 @@ clusters:
 fn upstream_connections_are_reused() {
     let up = Upstream::start("up");
     let port = free_port();
-    let proxy = Proxy::start(&format!(
-        r#"listeners:
-  - name: web
-    address: 127.0.0.1:{port}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: r
-            match: {{ path: {{ prefix: / }} }}
-            route: {{ cluster: c }}
-clusters:
-{}"#,
-        cluster_yaml("c", &[up.addr]),
-    ));
+    let proxy = Proxy::start(&catch_all(port, "c", &[up.addr]));
     let web = local(port);
     let deadline = Instant::now() + Duration::from_secs(15);
     // 100 sequential requests on one keep-alive client connection ...
@@ -164,24 +150,7 @@ fn stale_pooled_connections_are_never_used_for_a_failed_request() {
         // Dropped: FIN after a response that promised keep-alive.
     });
     let port = free_port();
-    let proxy = Proxy::start_with(
-        &format!(
-            r#"listeners:
-  - name: web
-    address: 127.0.0.1:{port}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: r
-            match: {{ path: {{ prefix: / }} }}
-            route: {{ cluster: c }}
-clusters:
-{}"#,
-            cluster_yaml("c", &[up.addr]),
-        ),
-        &["--workers", "1"],
-    );
+    let proxy = Proxy::start_with(&catch_all(port, "c", &[up.addr]), &["--workers", "1"]);
     let web = local(port);
     let mut c = Conn::connect(web);
     for i in 0..6 {

@@ -262,21 +262,7 @@ fn io_driver_epoll_serves() {
     let up = Upstream::start("up");
     let port = free_port();
     let proxy = Proxy::start_with(
-        &format!(
-            r#"listeners:
-  - name: web
-    address: 127.0.0.1:{port}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: r
-            match: {{ path: {{ prefix: / }} }}
-            route: {{ cluster: up }}
-clusters:
-{}"#,
-            cluster_yaml("up", &[up.addr])
-        ),
+        &catch_all(port, "up", &[up.addr]),
         &["--workers", "1", "--io-driver", "epoll"],
     );
     let web = local(port);

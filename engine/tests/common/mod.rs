@@ -323,6 +323,26 @@ pub fn config_text(admin: SocketAddr, body: &str) -> String {
 }
 
 /// A YAML `clusters:` entry list item.
+/// A listener `web` on `port` whose one route `r` sends everything to cluster
+/// `name`: the config most tests start from.
+pub fn catch_all(port: u16, name: &str, endpoints: &[SocketAddr]) -> String {
+    format!(
+        r#"listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: r
+            match: {{ path: {{ prefix: / }} }}
+            route: {{ cluster: {name} }}
+clusters:
+{}"#,
+        cluster_yaml(name, endpoints)
+    )
+}
+
 pub fn cluster_yaml(name: &str, endpoints: &[SocketAddr]) -> String {
     let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
     format!("  - name: {name}\n    endpoints: [{}]\n", eps.join(", "))
