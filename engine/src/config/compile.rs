@@ -463,12 +463,8 @@ fn path_bytes(f: &str, p: &str) -> CResult<Box<[u8]>> {
     Ok(p.as_bytes().into())
 }
 
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 fn header_name(f: &str, n: &str) -> CResult<Box<[u8]>> {
-    if n.is_empty() || !n.bytes().all(is_token) {
+    if n.is_empty() || !n.bytes().all(crate::http1::codec::is_tchar) {
         return err(f, format!("{n:?} is not a valid header name"));
     }
     Ok(n.to_ascii_lowercase().into_bytes().into())

@@ -1032,7 +1032,8 @@ static TCHAR: [bool; 256] = {
     table
 };
 
-fn is_tchar(b: u8) -> bool {
+/// An RFC 9110 token character; the config compiler checks header names with it too.
+pub fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
 }
 
