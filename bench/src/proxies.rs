@@ -107,6 +107,9 @@ impl Drop for Env {
         while let Some(p) = self.procs.pop() {
             drop(p);
         }
+        // Configs, logs and the upstream's files; the results are written
+        // elsewhere (`--out`), so nothing of value is lost.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
