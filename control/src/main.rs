@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("ringmesh-control: not built yet");
+    std::process::exit(2);
+}
