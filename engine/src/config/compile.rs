@@ -72,6 +72,43 @@ pub struct Cluster {
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const MAX_WEIGHT_TOTAL: u64 = 1_000_000;
 
+/// Retries beyond this multiply load on an upstream that is already failing.
+const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+fn retry_policy(f: &str, r: &model::RetryPolicy) -> CResult<router::Retry> {
+    if r.attempts > MAX_RETRY_ATTEMPTS {
+        return err(
+            format!("{f}.attempts"),
+            format!("must be at most {MAX_RETRY_ATTEMPTS}"),
+        );
+    }
+    let mut on = 0;
+    for (i, c) in r.on.iter().enumerate() {
+        on |= router::Retry::condition(c).ok_or_else(|| {
+            (
+                format!("{f}.on[{i}]"),
+                format!(
+                    "unknown condition {c:?} (connect-failure, reset, 5xx, gateway-error, retriable-4xx)"
+                ),
+            )
+        })?;
+    }
+    if r.attempts > 0 && on == 0 {
+        return err(format!("{f}.on"), "name at least one condition to retry on");
+    }
+    let per_try_timeout = match r.per_try_timeout {
+        Some(d) if d.0.is_zero() => {
+            return err(format!("{f}.per_try_timeout"), "must be more than 0")
+        }
+        d => d.map(|d| d.0),
+    };
+    Ok(router::Retry {
+        attempts: r.attempts as u8,
+        on,
+        per_try_timeout,
+    })
+}
+
 fn err<T>(field: impl Into<String>, msg: impl Into<String>) -> CResult<T> {
     Err((field.into(), msg.into()))
 }
@@ -390,11 +427,16 @@ fn compile_route(
                     Some(path_bytes(&format!("{af}.prefix_rewrite"), p)?)
                 }
             };
+            let retry = match &a.retries {
+                None => router::Retry::default(),
+                Some(r) => retry_policy(&format!("{af}.retries"), r)?,
+            };
             Action::Forward(router::Forward {
                 targets,
                 total_weight: total as u32,
                 prefix_rewrite,
                 timeout: a.timeout.map_or(limits.upstream_response_timeout, |d| d.0),
+                retry,
             })
         }
         (None, Some(d)) => {

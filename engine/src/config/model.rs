@@ -170,6 +170,22 @@ pub struct RouteAction {
     pub prefix_rewrite: Option<String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub retries: Option<RetryPolicy>,
+}
+
+/// Envoy's retry policy: `attempts` after the first try, on the listed
+/// conditions (`connect-failure`, `reset`, `5xx`, `gateway-error`,
+/// `retriable-4xx`). Only requests whose body is still fully in hand are
+/// retried.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    #[serde(default)]
+    pub on: Vec<String>,
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -78,6 +78,49 @@ pub struct Forward {
     pub total_weight: u32,
     pub prefix_rewrite: Option<Box<[u8]>>,
     pub timeout: Duration,
+    pub retry: Retry,
+}
+
+/// When a failed attempt is tried again (on another endpoint when the cluster
+/// has one). `attempts == 0`: never, beyond the engine's own stale-connection
+/// retry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: u8,
+    pub on: u8,
+    /// Per attempt, until the response head; `None`: the route timeout.
+    pub per_try_timeout: Option<Duration>,
+}
+
+impl Retry {
+    pub const CONNECT_FAILURE: u8 = 1;
+    pub const RESET: u8 = 2;
+    pub const STATUS_5XX: u8 = 4;
+    pub const GATEWAY_ERROR: u8 = 8;
+    pub const RETRIABLE_4XX: u8 = 16;
+
+    /// The flag for an Envoy-style condition name.
+    pub fn condition(name: &str) -> Option<u8> {
+        Some(match name {
+            "connect-failure" => Self::CONNECT_FAILURE,
+            "reset" => Self::RESET,
+            "5xx" => Self::STATUS_5XX,
+            "gateway-error" => Self::GATEWAY_ERROR,
+            "retriable-4xx" => Self::RETRIABLE_4XX,
+            _ => return None,
+        })
+    }
+
+    pub fn on(&self, flag: u8) -> bool {
+        self.on & flag != 0
+    }
+
+    /// Whether a response status asks for another attempt.
+    pub fn status_retriable(&self, status: u16) -> bool {
+        (self.on(Self::STATUS_5XX) && (500..=599).contains(&status))
+            || (self.on(Self::GATEWAY_ERROR) && matches!(status, 502..=504))
+            || (self.on(Self::RETRIABLE_4XX) && status == 409)
+    }
 }
 
 #[derive(Debug)]

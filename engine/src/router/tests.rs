@@ -143,6 +143,7 @@ fn weighted_pick_follows_cumulative_weights() {
         total_weight: 100,
         prefix_rewrite: None,
         timeout: std::time::Duration::from_secs(1),
+        retry: Default::default(),
     };
     assert_eq!((0..90).filter(|&r| f.pick(r) == 0).count(), 90);
     assert_eq!((90..100).filter(|&r| f.pick(r) == 1).count(), 10);
