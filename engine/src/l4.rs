@@ -42,9 +42,15 @@ pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, d
     drop(cs);
 }
 
-/// Connects to the endpoint the load balancer picks; one attempt per request,
-/// as a retry policy belongs to a later issue.
+/// Connects to the endpoint the load balancer picks; when that connect
+/// fails (nothing was sent), once more to another endpoint.
 async fn connect_any(cs: &ClusterState) -> Option<TcpStream> {
     let ep = cs.pick()?.clone();
-    crate::upstream::connect(cs, &ep).await.ok()
+    match crate::upstream::connect(cs, &ep).await {
+        Ok(s) => Some(s),
+        Err(_) => {
+            let other = cs.pick_other(&ep)?.clone();
+            crate::upstream::connect(cs, &other).await.ok()
+        }
+    }
 }

@@ -257,6 +257,7 @@ fn compile_routes(
         exact: FxHashMap::default(),
         suffixes: Vec::new(),
         any: None,
+        ported: false,
     };
     let mut vnames = HashSet::new();
     for (vi, vh) in vhosts.iter().enumerate() {
@@ -292,6 +293,7 @@ fn compile_routes(
                 if d.contains('*') || d.is_empty() {
                     return err(df, "a domain is exact, *.suffix or *");
                 }
+                table.ported |= router::strip_port(d.as_bytes()).len() < d.len();
                 table.exact.insert(d.as_bytes().into(), vi).is_some()
             };
             if dup {

@@ -150,3 +150,41 @@ fn tcp_listener_needs_cluster() {
         "proxy.yaml:2: listeners[0].cluster: a tcp listener needs a cluster"
     );
 }
+
+#[test]
+fn retry_policies_are_checked_with_their_field_named() {
+    let with = |retries: &str| {
+        GOOD.replace(
+            "route: { cluster: up }",
+            &format!("route: {{ cluster: up, retries: {retries} }}"),
+        )
+    };
+    let ok = load(&with(
+        "{ attempts: 2, on: [5xx, connect-failure], per_try_timeout: 250ms }",
+    ))
+    .unwrap();
+    let ListenerKind::Http(t) = &ok.listeners[0].kind else {
+        panic!()
+    };
+    let crate::router::Action::Forward(f) = &t.vhosts[0].routes[0].action else {
+        panic!()
+    };
+    assert_eq!(f.retry.attempts, 2);
+    assert!(f.retry.status_retriable(503) && !f.retry.status_retriable(404));
+    assert_eq!(
+        f.retry.per_try_timeout,
+        Some(std::time::Duration::from_millis(250))
+    );
+
+    let e = load(&with("{ attempts: 1, on: [5xx, teapot] }")).unwrap_err();
+    assert_eq!(e.line, Some(11));
+    assert_eq!(
+        e.field,
+        "listeners[0].virtual_hosts[0].routes[0].route.retries.on[1]"
+    );
+    assert!(e.message.contains("unknown condition \"teapot\""), "{e}");
+    let e = load(&with("{ attempts: 11, on: [reset] }")).unwrap_err();
+    assert!(e.field.ends_with("retries.attempts"), "{e}");
+    let e = load(&with("{ attempts: 1 }")).unwrap_err();
+    assert!(e.message.contains("at least one condition"), "{e}");
+}

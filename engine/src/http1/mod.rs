@@ -4,13 +4,18 @@
 //! 1. `read_head`: wait for bytes without holding a buffer, then read and parse
 //!    the head under the request-head timeout and size limits (408/431/400).
 //! 2. Route on the epoch current at this moment; the request keeps that epoch.
-//! 3. A direct response, or: pick the cluster (weighted) and the endpoint (LB),
-//!    take a pooled connection or connect (503 on failure).
+//! 3. A direct response, or: pick the cluster (weighted) and the endpoint (LB,
+//!    passing over endpoints ejected after a connect failure), take a pooled
+//!    connection or connect; a failed connect fails over to another endpoint
+//!    once (nothing was sent), then 503.
 //! 4. Send the rewritten head and stream the request body (100-continue
 //!    answered here; chunked framing validated).
 //! 5. Read the response head under the route timeout (504), 502 on a reset or
-//!    a bad head; one retry on a fresh connection when a pooled one turned out
-//!    stale before any response byte and the request had no body.
+//!    a bad head. One retry on a fresh connection when a pooled one turned out
+//!    stale before any response byte and the request had no body; the route's
+//!    retry policy (connect-failure, reset, 5xx, gateway-error, retriable-4xx,
+//!    per-try timeout) when the whole request is still in hand, on another
+//!    endpoint where there is one.
 //! 6. Send the response head, stream the body, pool the upstream connection if
 //!    it is reusable, count and log the request, and loop if keep-alive.
 
@@ -32,7 +37,7 @@ use self::local::LocalError;
 use crate::access_log::Entry;
 use crate::config::ListenerKind;
 use crate::io::read_append;
-use crate::router::{Action, Forward, Route};
+use crate::router::{Action, Forward, Retry, Route};
 use crate::upstream::{ClusterState, Endpoint};
 use crate::worker::{EpochLocal, ListenerStats, Worker, BUF_SIZE};
 
@@ -486,7 +491,6 @@ impl Conn {
                 )
                 .await;
         };
-        ep.begin();
         let next = self
             .exchange(
                 epoch,
@@ -494,14 +498,13 @@ impl Conn {
                 route,
                 fwd,
                 &cs,
-                &ep,
+                InFlight::new(ep),
                 cluster_idx,
                 start,
                 &request_id,
                 info,
             )
             .await;
-        ep.end();
         match next {
             Ok(n) => n,
             Err(f) => {
@@ -548,7 +551,7 @@ impl Conn {
         route: &Route,
         fwd: &Forward,
         cs: &Rc<ClusterState>,
-        ep: &Rc<Endpoint>,
+        mut ep: InFlight,
         cluster_idx: usize,
         start: Instant,
         request_id: &[u8],
@@ -596,21 +599,40 @@ impl Conn {
         }
         // The whole request is in `up_head` and repeating it is harmless: it
         // may be sent again when a pooled connection proves stale.
-        let retry_safe = req_framing == BodyFraming::None && head.method.is_idempotent();
+        let whole = req_framing == BodyFraming::None;
+        let retry_safe = whole && head.method.is_idempotent();
         let trust_pooled_for = if retry_safe {
             TRUST_POOLED_FOR
         } else {
             Duration::ZERO
         };
+        // The route's retry policy applies only to a request still fully in
+        // hand; a streamed body cannot be sent twice.
+        let policy = if whole {
+            fwd.retry
+        } else {
+            crate::router::Retry::default()
+        };
+        let mut retries_left = policy.attempts;
+        // Nothing reached an endpoint we could not connect to, so one
+        // failover to another endpoint is always safe, policy or not.
+        let mut failover_left = 1u8;
+        let deadline = Instant::now() + fwd.timeout;
 
         // Phase 3-5: connect (pooled or new), send, await the response head.
-        let mut attempt = 0;
+        let mut fresh_only = false;
         let (mut up, resp, mut ubuf) = loop {
-            let pooled = if attempt == 0 {
-                ep.checkout(cs.config.idle_timeout, trust_pooled_for)
-            } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(fail(LocalError::UpstreamTimeout));
+            }
+            let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
+            let pooled = if fresh_only {
                 None
+            } else {
+                ep.checkout(cs.config.idle_timeout, trust_pooled_for)
             };
+            fresh_only = false;
             let reused = pooled.is_some();
             let mut up = match pooled {
                 Some(c) => {
@@ -619,9 +641,23 @@ impl Conn {
                 }
                 None => {
                     cs.stats.pool_misses.inc();
-                    match crate::upstream::connect(cs, ep).await {
+                    match crate::upstream::connect(cs, &ep).await {
                         Ok(c) => c,
-                        Err(_) => return Err(fail(LocalError::ConnectFailed)),
+                        Err(_) => {
+                            let by_policy = retries_left > 0 && policy.on(Retry::CONNECT_FAILURE);
+                            if by_policy || failover_left > 0 {
+                                if let Some(other) = cs.pick_other(&ep) {
+                                    if by_policy {
+                                        retries_left -= 1;
+                                    } else {
+                                        failover_left -= 1;
+                                    }
+                                    ep.switch(other.clone());
+                                    continue;
+                                }
+                            }
+                            return Err(fail(LocalError::ConnectFailed));
+                        }
                     }
                 }
             };
@@ -629,7 +665,12 @@ impl Conn {
             up_head = h;
             if res.is_err() {
                 if reused && retry_safe {
-                    attempt += 1;
+                    fresh_only = true;
+                    continue;
+                }
+                if retries_left > 0 && policy.on(Retry::RESET) {
+                    retries_left -= 1;
+                    ep.switch_if_other(cs);
                     continue;
                 }
                 return Err(fail(LocalError::UpstreamReset));
@@ -676,16 +717,44 @@ impl Conn {
                 &mut up,
                 self.worker.bufs.get(),
                 head.method,
-                fwd.timeout,
+                try_timeout,
                 &mut self.resp_headers,
             )
             .await
             {
+                Ok((resp, ubuf))
+                    if retries_left > 0
+                        && resp.status != 101
+                        && policy.status_retriable(resp.status) =>
+                {
+                    // Another attempt instead of this answer; the connection
+                    // still carries its body, so it is closed, not pooled.
+                    self.resp_headers = resp.headers;
+                    self.worker.bufs.put(ubuf);
+                    retries_left -= 1;
+                    ep.switch_if_other(cs);
+                }
                 Ok((resp, ubuf)) => break (up, resp, ubuf),
                 Err((RespError::Closed { any_byte: false }, ubuf)) if reused && retry_safe => {
                     self.worker.bufs.put(ubuf);
-                    attempt += 1;
-                    continue;
+                    fresh_only = true;
+                }
+                Err((RespError::Closed { .. }, ubuf))
+                    if retries_left > 0 && policy.on(Retry::RESET) =>
+                {
+                    self.worker.bufs.put(ubuf);
+                    retries_left -= 1;
+                    ep.switch_if_other(cs);
+                }
+                Err((RespError::Timeout, ubuf))
+                    if retries_left > 0
+                        && policy.on(Retry::STATUS_5XX | Retry::GATEWAY_ERROR)
+                        && deadline > Instant::now() =>
+                {
+                    // A per-try timeout is a gateway error to retry on.
+                    self.worker.bufs.put(ubuf);
+                    retries_left -= 1;
+                    ep.switch_if_other(cs);
                 }
                 Err((e, ubuf)) => {
                     self.worker.bufs.put(ubuf);
@@ -828,6 +897,44 @@ struct ReqInfo {
 }
 
 /// Why forwarding failed, for the status and the metrics.
+/// The endpoint a request is being sent to, counted as in flight (for the
+/// least-request balancer) until dropped or switched for a retry.
+struct InFlight(Rc<Endpoint>);
+
+impl InFlight {
+    fn new(ep: Rc<Endpoint>) -> Self {
+        ep.begin();
+        InFlight(ep)
+    }
+
+    fn switch(&mut self, to: Rc<Endpoint>) {
+        self.0.end();
+        to.begin();
+        self.0 = to;
+    }
+
+    /// For a retry: another endpoint when the cluster has a live one, else
+    /// this one again.
+    fn switch_if_other(&mut self, cs: &ClusterState) {
+        if let Some(o) = cs.pick_other(&self.0) {
+            self.switch(o.clone());
+        }
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = Rc<Endpoint>;
+    fn deref(&self) -> &Rc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 struct Failure {
     error: LocalError,
     cluster: Option<usize>,

@@ -24,6 +24,9 @@ pub struct RouteTable {
     /// `*.suffix` domains as `.suffix`, longest first (most specific wins).
     pub(crate) suffixes: Vec<(Box<[u8]>, usize)>,
     pub(crate) any: Option<usize>,
+    /// Some exact domain names a port (`reviews:9080`): such a domain wins
+    /// over the same host without the port, as in Envoy.
+    pub(crate) ported: bool,
 }
 
 #[derive(Debug)]
@@ -147,9 +150,17 @@ impl Forward {
 }
 
 impl RouteTable {
-    pub fn vhost_for(&self, host: &[u8]) -> Option<&VirtualHost> {
-        let host = strip_port(host);
+    pub fn vhost_for(&self, full: &[u8]) -> Option<&VirtualHost> {
+        let host = strip_port(full);
         let mut lower = [0u8; 256];
+        if self.ported && host.len() < full.len() && full.len() <= lower.len() {
+            let l = &mut lower[..full.len()];
+            l.copy_from_slice(full);
+            l.make_ascii_lowercase();
+            if let Some(&i) = self.exact.get(&*l) {
+                return self.vhosts.get(i);
+            }
+        }
         if host.len() <= lower.len() {
             let l = &mut lower[..host.len()];
             l.copy_from_slice(host);
@@ -205,7 +216,7 @@ impl Route {
 }
 
 /// `host:port` or `[v6]:port` without the port.
-fn strip_port(host: &[u8]) -> &[u8] {
+pub(crate) fn strip_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
         return match host.iter().position(|&b| b == b']') {
             Some(end) => &host[..=end],

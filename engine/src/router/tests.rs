@@ -156,3 +156,29 @@ fn strip_port_handles_v6() {
     assert_eq!(strip_port(b"host"), b"host");
     assert_eq!(strip_port(b"host:abc"), b"host:abc");
 }
+
+#[test]
+fn a_domain_with_a_port_wins_over_the_same_host_without_one() {
+    let y = r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:18091
+    virtual_hosts:
+      - name: first-port
+        domains: ["reviews", "reviews:9080"]
+        routes: [{ name: p9080, match: {}, direct_response: { status: 200 } }]
+      - name: second-port
+        domains: ["reviews:9443"]
+        routes: [{ name: p9443, match: {}, direct_response: { status: 200 } }]
+"#;
+    let c = load_str(Path::new("t.yaml"), y).unwrap();
+    let none = H(vec![]);
+    assert_eq!(pick(&c, "reviews", "GET", "/", &none), Some("p9080"));
+    assert_eq!(pick(&c, "reviews:9080", "GET", "/", &none), Some("p9080"));
+    assert_eq!(pick(&c, "REVIEWS:9443", "GET", "/", &none), Some("p9443"));
+    assert_eq!(
+        pick(&c, "reviews:7000", "GET", "/", &none),
+        Some("p9080"),
+        "an unlisted port falls back to the host alone"
+    );
+}

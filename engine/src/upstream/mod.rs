@@ -66,6 +66,9 @@ impl ClusterState {
     }
 
     /// Chooses the endpoint for the next request; None when there is none.
+    /// Endpoints ejected after a connect failure are passed over while any
+    /// other is up; when all are down the balancer's choice stands (a request
+    /// that may succeed beats a certain 503).
     pub fn pick(&self) -> Option<&Rc<Endpoint>> {
         let n = self.endpoints.len();
         let i = match self.config.lb {
@@ -73,7 +76,31 @@ impl ClusterState {
             LbPolicy::Random => lb::random(n),
             LbPolicy::LeastRequest => lb::p2c(n, |i| self.endpoints[i].active()),
         }?;
-        self.endpoints.get(i)
+        let chosen = &self.endpoints[i];
+        if !chosen.is_down() {
+            return Some(chosen);
+        }
+        Some(self.next_up(i, None).unwrap_or(chosen))
+    }
+
+    /// Another endpoint than `not` for a retry or a failover, skipping
+    /// ejected ones; None when there is no other live one.
+    pub fn pick_other(&self, not: &Endpoint) -> Option<&Rc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n < 2 {
+            return None;
+        }
+        let start = lb::round_robin(&self.rr, n)?;
+        self.next_up(start, Some(not.addr))
+    }
+
+    /// The first endpoint from index `from` on (wrapping) that is up and not
+    /// at `not`.
+    fn next_up(&self, from: usize, not: Option<std::net::SocketAddr>) -> Option<&Rc<Endpoint>> {
+        let n = self.endpoints.len();
+        (0..n)
+            .map(|k| &self.endpoints[(from + k) % n])
+            .find(|e| Some(e.addr) != not && !e.is_down())
     }
 
     /// Closes pooled connections idle longer than the cluster allows.
@@ -101,15 +128,18 @@ pub async fn connect(
         Ok(Ok(s)) => {
             // Small heads and responses must not wait for Nagle.
             let _ = s.set_nodelay(true);
+            ep.connect_ok();
             Ok(s)
         }
         Ok(Err(e)) => {
             cs.stats.connect_failures.inc();
+            ep.connect_failed();
             Err(ConnectError::Refused(e))
         }
         Err(_) => {
             cs.stats.connect_failures.inc();
             cs.stats.connect_timeouts.inc();
+            ep.connect_failed();
             Err(ConnectError::Timeout)
         }
     }

@@ -15,7 +15,16 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     idle: RefCell<VecDeque<(TcpStream, Instant)>>,
     active: Cell<u32>,
+    /// Consecutive connect failures.
+    failures: Cell<u32>,
+    /// Set after a connect failure: the load balancer passes this endpoint
+    /// over until then (unless every endpoint is down).
+    down_until: Cell<Option<Instant>>,
 }
+
+/// Ejection after the first connect failure; doubles per consecutive failure.
+const EJECT_BASE: Duration = Duration::from_millis(500);
+const EJECT_MAX: Duration = Duration::from_secs(30);
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
@@ -23,6 +32,40 @@ impl Endpoint {
             addr,
             idle: RefCell::new(VecDeque::new()),
             active: Cell::new(0),
+            failures: Cell::new(0),
+            down_until: Cell::new(None),
+        }
+    }
+
+    /// A connect to this endpoint failed: eject it for a while (500 ms,
+    /// doubling per consecutive failure, at most 30 s). Its pooled
+    /// connections are of no use either.
+    pub fn connect_failed(&self) {
+        let n = self.failures.get().saturating_add(1);
+        self.failures.set(n);
+        let backoff = EJECT_BASE
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(EJECT_MAX);
+        self.down_until.set(Some(Instant::now() + backoff));
+        self.idle.borrow_mut().clear();
+    }
+
+    pub fn connect_ok(&self) {
+        if self.failures.get() != 0 {
+            self.failures.set(0);
+            self.down_until.set(None);
+        }
+    }
+
+    /// Ejected after a connect failure and not yet due for another try.
+    pub fn is_down(&self) -> bool {
+        match self.down_until.get() {
+            None => false,
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                self.down_until.set(None);
+                false
+            }
         }
     }
 
