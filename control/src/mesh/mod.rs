@@ -5,6 +5,17 @@
 //! Loading (`load_dir`), validation with file/line/field errors and the
 //! debounced directory watcher live in this module's submodules.
 
+mod load;
+mod locate;
+pub mod model;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+pub use load::{load_dir, MeshError};
+pub use watch::{watch, WatchHandle};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +26,8 @@ use std::time::Duration;
 pub struct Mesh {
     /// SPIFFE trust domain, default `cluster.local`.
     pub trust_domain: String,
-    /// Sorted by (namespace, name); keys unique.
+    /// Sorted by key (`ServiceKey`'s order: name, then namespace); keys
+    /// unique, so `binary_search_by(|s| s.key.cmp(k))` finds a service.
     pub services: Vec<Service>,
     /// Traffic rules in file order (files sorted by name); at most one rule
     /// per (service, port).
@@ -87,8 +99,8 @@ pub struct Subset {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticEndpoint {
-    /// One address per service port, in port order; a single-port service
-    /// has one.
+    /// The instance's address for the service's first port; its other
+    /// ports are reached at the same IP with their declared port numbers.
     pub address: SocketAddr,
     pub labels: BTreeMap<String, String>,
     pub zone: String,
@@ -127,6 +139,8 @@ pub struct RouteMatch {
 pub enum PathMatch {
     Prefix(String),
     Exact(String),
+    /// The pattern as written; it must match the whole path (the proxy
+    /// compiles it as `^(?:PATTERN)$`). Header regexes likewise.
     Regex(String),
 }
 
