@@ -90,7 +90,8 @@ fn route(path: &str, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
-/// Ready once a config is loaded and every worker runs every listener of it.
+/// Ready once a config is loaded (in control mode: the first complete one
+/// from the control plane) and every worker runs every listener of it.
 pub fn is_ready(shared: &Shared) -> bool {
     if !shared.ready.load(Ordering::Acquire) || shared.is_draining() {
         return false;
@@ -129,16 +130,22 @@ pub fn metrics(shared: &Shared) -> String {
             1.0,
         ));
     }
+    if shared.xds.is_enabled() {
+        shared.xds.metrics(&mut extra);
+    }
     crate::metrics::render(&regs, &extra)
 }
 
 pub fn config_dump(shared: &Shared) -> String {
     let c = shared.config();
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "epoch": c.epoch,
         "version": c.version,
         "source": c.source.display().to_string(),
         "config": c.model,
     });
+    if shared.xds.is_enabled() {
+        v["control"] = shared.xds.to_json();
+    }
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }

@@ -20,3 +20,4 @@ pub mod runtime;
 pub mod shared;
 pub mod upstream;
 pub mod worker;
+pub mod xds;

@@ -200,6 +200,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "gauge",
         "The I/O driver each worker runs (value 1).",
     ),
+    (
+        "ringmesh_control_connected",
+        "gauge",
+        "1 while the stream to the control plane is up (control mode only).",
+    ),
+    (
+        "ringmesh_control_updates_total",
+        "counter",
+        "Control-plane responses applied (ack) or refused (nack), by resource type.",
+    ),
 ];
 
 #[derive(Default)]

@@ -21,6 +21,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// The control-plane stream, in control mode (`--control`).
+    pub xds: crate::xds::Status,
     /// One listening socket per worker per listener address, bound by the
     /// control thread; a worker takes its own when it starts that listener.
     pub sockets: Mutex<FxHashMap<SocketAddr, Vec<Option<TcpListener>>>>,
@@ -45,6 +47,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            xds: crate::xds::Status::default(),
             sockets: Mutex::new(FxHashMap::default()),
             workers: (0..workers)
                 .map(|_| WorkerInfo {

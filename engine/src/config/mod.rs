@@ -38,17 +38,41 @@ impl std::error::Error for ConfigError {}
 /// Read, parse and compile a config file. Runs on the control thread, never on
 /// a worker: name resolution and regex compilation may take time.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, &Overrides::default())
+}
+
+/// Settings given on the command line that win over the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--admin`: replaces `admin.address`.
+    pub admin: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&self, file: &mut model::File) {
+        if let Some(a) = &self.admin {
+            file.admin.address.clone_from(a);
+        }
+    }
+}
+
+/// `load`, with command-line overrides applied between parsing and compiling.
+pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_owned(),
         line: None,
         field: String::new(),
         message: format!("cannot read: {e}"),
     })?;
-    load_str(path, &text)
+    load_str_with(path, &text, overrides)
 }
 
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let file: model::File = if text.trim().is_empty() {
+    load_str_with(path, text, &Overrides::default())
+}
+
+fn load_str_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut file: model::File = if text.trim().is_empty() {
         model::File::default()
     } else {
         serde_yaml::from_str(text).map_err(|e| {
@@ -70,6 +94,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
         })?
     };
+    overrides.apply(&mut file);
     let mut config = compile::compile(file, path).map_err(|(field, message)| {
         let lines = locate::field_lines(text);
         ConfigError {
@@ -85,7 +110,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// Content hash for the config version (not cryptographic: it only tells
 /// operators whether two proxies run the same file).
-fn fnv1a(b: &[u8]) -> u64 {
+pub(crate) fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
     })

@@ -239,16 +239,16 @@ pub struct Cluster {
 impl Cluster {
     /// Envoy's default. One second sits exactly on the first SYN
     /// retransmission, so a single dropped SYN would fail the connect.
-    fn default_connect_timeout() -> Dur {
+    pub fn default_connect_timeout() -> Dur {
         Dur::secs(5)
     }
     /// Per worker per endpoint. Closing surplus connections after a burst
     /// leaves TIME_WAIT sockets on the proxy and new connects on the next
     /// burst; idle ones cost only a socket and are reaped by `idle_timeout`.
-    fn default_max_idle() -> usize {
+    pub fn default_max_idle() -> usize {
         1024
     }
-    fn default_idle_timeout() -> Dur {
+    pub fn default_idle_timeout() -> Dur {
         Dur::secs(60)
     }
 }

@@ -1,0 +1,517 @@
+//! The control client (`--control`): one thread ("ringmesh-xds") running a
+//! tokio current-thread runtime with one ADS stream to `ringmesh-control`.
+//! Each response updates that type's state of the world; the whole state plus
+//! the bootstrap file is compiled into the next `Config`, its listeners bound
+//! and the epoch published exactly like a SIGHUP reload, and only then is the
+//! response ACKed. A refused response is NACKed with the reason and the last
+//! good epoch keeps serving. When the stream breaks, the proxy keeps its epoch
+//! and reconnects with jittered exponential backoff, announcing the versions
+//! it runs. Workers never wait on any of this.
+
+pub mod backoff;
+pub mod node;
+pub mod state;
+pub mod status;
+pub mod translate;
+
+#[cfg(test)]
+mod tests;
+
+use std::error::Error as _;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringmesh_proto::v1 as pb;
+use ringmesh_proto::v1::aggregated_discovery_client::AggregatedDiscoveryClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+pub use backoff::Backoff;
+pub use node::{check_url, NodeSpec};
+pub use state::{Kind, State};
+pub use status::Status;
+
+use crate::config::{self, compile::Config, model};
+use crate::shared::Shared;
+
+/// Time to set up TCP + HTTP/2 with the control plane.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the control plane to answer the stream's opening.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on an idle stream: a control plane that vanished without a
+/// FIN (host down, partition) is noticed within interval + timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream that lived this long counts as healthy: backoff starts over.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
+/// "Still cannot reach" is repeated at most this often.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(30);
+/// Responses already queued that are applied together as one epoch.
+const MAX_BATCH: usize = 16;
+/// Large meshes send large snapshots; tonic's default is 4 MiB.
+const MAX_MESSAGE: usize = 64 << 20;
+/// google.rpc.Code INVALID_ARGUMENT.
+const INVALID_ARGUMENT: i32 = 3;
+
+/// Everything the control client needs besides the shared state.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `http://host:port`, checked by `check_url`.
+    pub server: String,
+    pub node: pb::Node,
+    /// `--config` in control mode: admin, limits, access log and static
+    /// listeners/clusters; re-read on SIGHUP.
+    pub bootstrap: Option<PathBuf>,
+    pub overrides: config::Overrides,
+}
+
+enum Command {
+    Reload,
+    Stop,
+}
+
+/// The control thread's way to talk to the control client.
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Command>,
+    thread: JoinHandle<()>,
+}
+
+impl Handle {
+    /// SIGHUP: re-read the bootstrap file and recompile with the current
+    /// dynamic state.
+    pub fn reload(&self) {
+        let _ = self.tx.send(Command::Reload);
+    }
+
+    /// Ends the stream and the thread (on drain).
+    pub fn stop(self) {
+        let _ = self.tx.send(Command::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the control client. The config `shared` holds now is the bootstrap
+/// (already compiled, with overrides); `shared.ready` is set once every type
+/// has been applied.
+pub fn spawn(shared: Arc<Shared>, opts: Options) -> Result<Handle, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("control client runtime: {e}"))?;
+    let boot = shared.config();
+    shared.xds.enable(&opts.server, &opts.node.id);
+    let (tx, cmds) = mpsc::unbounded_channel();
+    let client = Client {
+        bootstrap: boot.model.clone(),
+        bootstrap_version: boot.version.clone(),
+        shared,
+        opts,
+        state: State::default(),
+        cmds,
+        failures: 0,
+        last_failure_log: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("ringmesh-xds".into())
+        .spawn(move || rt.block_on(client.run()))
+        .map_err(|e| format!("control client thread: {e}"))?;
+    Ok(Handle { tx, thread })
+}
+
+enum End {
+    Stop,
+    Broken(String),
+}
+
+struct Client {
+    shared: Arc<Shared>,
+    opts: Options,
+    bootstrap: model::File,
+    bootstrap_version: String,
+    state: State,
+    cmds: mpsc::UnboundedReceiver<Command>,
+    /// Failed attempts since the last stream that opened.
+    failures: u32,
+    last_failure_log: Option<Instant>,
+}
+
+/// The outcome of one response of a batch.
+struct Answer {
+    r#type: i32,
+    kind: Option<Kind>,
+    nonce: String,
+    version: String,
+    /// Err: the NACK reason and the version still in force.
+    result: Result<(), (String, String)>,
+}
+
+impl Client {
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let started = Instant::now();
+            let (mut opened, mut got_response) = (false, false);
+            let end = self.session(&mut opened, &mut got_response).await;
+            self.shared.xds.set_connected(false);
+            let reason = match end {
+                End::Stop => return,
+                End::Broken(r) => r,
+            };
+            if got_response || started.elapsed() >= HEALTHY_STREAM {
+                backoff.reset();
+            }
+            self.log_failure(&reason, opened);
+            let delay = tokio::time::sleep(backoff.next_delay());
+            if let Err(End::Stop) = self.with_commands(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// Awaits `fut` while still answering SIGHUP reloads; `Err` on stop.
+    async fn with_commands<F: Future>(&mut self, fut: F) -> Result<F::Output, End> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Reload) => self.reload(),
+                    Some(Command::Stop) | None => return Err(End::Stop),
+                },
+            }
+        }
+    }
+
+    /// One stream: connect, subscribe, apply and answer until it breaks.
+    async fn session(&mut self, opened: &mut bool, got_response: &mut bool) -> End {
+        let endpoint = match tonic::transport::Endpoint::from_shared(self.opts.server.clone()) {
+            Ok(e) => e,
+            Err(e) => return End::Broken(format!("bad control plane URL: {e}")),
+        }
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+        let channel = match self.with_commands(endpoint.connect()).await {
+            Err(end) => return end,
+            Ok(Err(e)) => return End::Broken(format!("connect: {}", error_chain(&e))),
+            Ok(Ok(c)) => c,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            let _ = tx.send(pb::DiscoveryRequest {
+                node: (i == 0).then(|| self.opts.node.clone()),
+                r#type: kind.proto() as i32,
+                version_info: self.state.version(kind).to_owned(),
+                response_nonce: String::new(),
+                error_detail: None,
+            });
+        }
+        let mut client =
+            AggregatedDiscoveryClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        let open = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            client.stream_resources(UnboundedReceiverStream::new(rx)),
+        );
+        let mut stream = match self.with_commands(open).await {
+            Err(end) => return end,
+            Ok(Err(_)) => return End::Broken("the stream did not open in time".into()),
+            Ok(Ok(Err(status))) => return End::Broken(status_text(&status)),
+            Ok(Ok(Ok(response))) => response.into_inner(),
+        };
+        *opened = true;
+        self.shared.xds.set_connected(true);
+        if self.failures > 0 {
+            crate::log::info(&format!(
+                "reconnected to control plane {} after {} failed attempt(s); subscribed with versions {}",
+                self.opts.server,
+                self.failures,
+                self.versions_text()
+            ));
+        } else {
+            crate::log::info(&format!(
+                "connected to control plane {} as node {:?}; subscribed with versions {}",
+                self.opts.server,
+                self.opts.node.id,
+                self.versions_text()
+            ));
+        }
+        self.failures = 0;
+        self.last_failure_log = None;
+
+        loop {
+            let first = match self.with_commands(stream.message()).await {
+                Err(end) => return end,
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => return End::Broken("the control plane closed the stream".into()),
+                Ok(Err(status)) => return End::Broken(status_text(&status)),
+            };
+            *got_response = true;
+            // Take whatever else already arrived and apply it as one epoch.
+            let mut batch = vec![first];
+            let mut ended = None;
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                    Ok(Ok(Some(r))) => batch.push(r),
+                    Ok(Ok(None)) => {
+                        ended = Some("the control plane closed the stream".to_owned());
+                        break;
+                    }
+                    Ok(Err(status)) => {
+                        ended = Some(status_text(&status));
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            for answer in self.apply_batch(batch) {
+                if tx.send(answer).is_err() {
+                    return End::Broken("the request stream closed".into());
+                }
+            }
+            if let Some(reason) = ended {
+                return End::Broken(reason);
+            }
+        }
+    }
+
+    /// Applies responses in order onto a candidate state, compiling after
+    /// each; publishes the last good candidate once; answers each.
+    fn apply_batch(&mut self, batch: Vec<pb::DiscoveryResponse>) -> Vec<pb::DiscoveryRequest> {
+        let source = self.source();
+        let mut candidate = self.state.clone();
+        let mut built: Option<Config> = None;
+        let mut answers = Vec::with_capacity(batch.len());
+        for resp in &batch {
+            let kind = Kind::from_proto(resp.r#type);
+            let mut answer = Answer {
+                r#type: resp.r#type,
+                kind,
+                nonce: resp.nonce.clone(),
+                version: resp.version_info.clone(),
+                result: Ok(()),
+            };
+            let Some(kind) = kind else {
+                let name = pb::ResourceType::try_from(resp.r#type)
+                    .map_or_else(|_| resp.r#type.to_string(), |t| t.as_str_name().to_owned());
+                answer.result = Err((format!("type {name} is not subscribed"), String::new()));
+                answers.push(answer);
+                continue;
+            };
+            let next = candidate.apply(kind, resp).and_then(|next| {
+                let config = translate::build(&self.bootstrap, &source, &next)?;
+                Ok((next, config))
+            });
+            match next {
+                Ok((next, config)) => {
+                    candidate = next;
+                    built = Some(config);
+                }
+                Err(msg) => {
+                    answer.result = Err((msg, candidate.version(kind).to_owned()));
+                }
+            }
+            answers.push(answer);
+        }
+
+        if let Some(config) = built {
+            // A response that changes nothing (a resend) needs no new epoch.
+            let changed = candidate != self.state;
+            let published = if changed {
+                self.publish(config, &candidate, &self.bootstrap_version)
+            } else {
+                Ok(self.shared.epoch())
+            };
+            match published {
+                Ok(epoch) => {
+                    self.state = candidate;
+                    for a in answers.iter().filter(|a| a.result.is_ok()) {
+                        if let Some(k) = a.kind {
+                            crate::log::info(&format!(
+                                "applied {} version {:?} from the control plane: epoch {epoch}",
+                                k.name(),
+                                a.version
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    for a in answers.iter_mut().filter(|a| a.result.is_ok()) {
+                        let prev = a.kind.map(|k| self.state.version(k).to_owned());
+                        a.result = Err((e.clone(), prev.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+
+        let status = &self.shared.xds;
+        status.set_versions(&self.state.versions);
+        let mut out = Vec::with_capacity(answers.len());
+        for a in answers {
+            let (version_info, error_detail) = match a.result {
+                Ok(()) => {
+                    if let Some(k) = a.kind {
+                        status.ack(k);
+                    }
+                    (a.version, None)
+                }
+                Err((message, prev)) => {
+                    let name = a.kind.map_or("unsubscribed type", Kind::name);
+                    crate::log::warn(&format!(
+                        "refused {name} version {:?} from the control plane, keeping epoch {}: {message}",
+                        a.version,
+                        self.shared.epoch()
+                    ));
+                    if let Some(k) = a.kind {
+                        status.nack(k, &message);
+                    }
+                    (
+                        prev,
+                        Some(pb::Status {
+                            code: INVALID_ARGUMENT,
+                            message,
+                        }),
+                    )
+                }
+            };
+            out.push(pb::DiscoveryRequest {
+                node: None,
+                r#type: a.r#type,
+                version_info,
+                response_nonce: a.nonce,
+                error_detail,
+            });
+        }
+        if self.state.complete() && !self.shared.ready.load(Ordering::Acquire) {
+            self.shared.ready.store(true, Ordering::Release);
+            crate::log::info(&format!(
+                "first complete config from the control plane in force (epoch {}); ready",
+                self.shared.epoch()
+            ));
+        }
+        out
+    }
+
+    /// Binds the new listeners and publishes: the same path as SIGHUP.
+    fn publish(
+        &self,
+        mut config: Config,
+        state: &State,
+        bootstrap_version: &str,
+    ) -> Result<u64, String> {
+        let mut key = bootstrap_version.to_owned();
+        for v in &state.versions {
+            key.push('\0');
+            key.push_str(v);
+        }
+        config.version = format!("{:016x}", config::fnv1a(key.as_bytes()));
+        crate::listener::bind_for(&self.shared, &config)?;
+        Ok(self.shared.publish(config))
+    }
+
+    /// SIGHUP in control mode: re-read the bootstrap file, recompile with the
+    /// dynamic state, publish.
+    fn reload(&mut self) {
+        let Some(path) = self.opts.bootstrap.clone() else {
+            crate::log::info("SIGHUP: no bootstrap file (--config) to re-read; nothing to do");
+            return;
+        };
+        let result = config::load_with(&path, &self.opts.overrides)
+            .map_err(|e| format!("config error: {e}"))
+            .and_then(|boot| {
+                if boot.admin != self.shared.config().admin {
+                    crate::log::warn(
+                        "admin.address changed; the admin listener moves only on restart",
+                    );
+                }
+                let config = translate::build(&boot.model, &path, &self.state)?;
+                let epoch = self.publish(config, &self.state, &boot.version)?;
+                self.bootstrap = boot.model;
+                self.bootstrap_version = boot.version;
+                Ok(epoch)
+            });
+        match result {
+            Ok(epoch) => {
+                self.shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                crate::log::info(&format!(
+                    "reloaded bootstrap {} with the control plane's resources: config epoch {epoch}",
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                self.shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                crate::log::error(&format!(
+                    "reload rejected, keeping epoch {}: {e}",
+                    self.shared.epoch()
+                ));
+            }
+        }
+    }
+
+    /// What a compiled config names as its source.
+    fn source(&self) -> PathBuf {
+        self.opts
+            .bootstrap
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.opts.server))
+    }
+
+    fn versions_text(&self) -> String {
+        let parts: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| format!("{}={:?}", k.name(), self.state.version(*k)))
+            .collect();
+        parts.join(" ")
+    }
+
+    /// Logs a lost stream once, a failed first attempt once, and then at most
+    /// every `RETRY_LOG_EVERY` while the control plane stays away.
+    fn log_failure(&mut self, reason: &str, opened: bool) {
+        let epoch = self.shared.epoch();
+        if opened {
+            crate::log::warn(&format!(
+                "control plane stream ended ({reason}); serving epoch {epoch}, reconnecting"
+            ));
+            self.last_failure_log = Some(Instant::now());
+            return;
+        }
+        self.failures += 1;
+        let due = self
+            .last_failure_log
+            .is_none_or(|t| t.elapsed() >= RETRY_LOG_EVERY);
+        if self.failures == 1 || due {
+            crate::log::warn(&format!(
+                "cannot reach control plane {} ({reason}); {} failed attempt(s), serving epoch {epoch}, retrying with backoff",
+                self.opts.server, self.failures
+            ));
+            self.last_failure_log = Some(Instant::now());
+        }
+    }
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    if s.message().is_empty() {
+        format!("stream error: {:?}", s.code())
+    } else {
+        format!("stream error: {:?}: {}", s.code(), s.message())
+    }
+}
+
+/// An error and its sources: tonic's transport error alone says only
+/// "transport error".
+fn error_chain(e: &tonic::transport::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the control client: translation, retention, NACK reasons.
