@@ -744,7 +744,7 @@ fn http_route<'a>(
             }
             let on = match &rt.on {
                 None => vec!["connect-failure".to_owned()],
-                Some(list) if list.is_empty() => {
+                Some(list) if list.is_empty() && rt.attempts > 0 => {
                     return ferr(
                         format!("{tf}.on"),
                         "name at least one condition (or leave `on` out for connect-failure)",
@@ -779,7 +779,12 @@ fn http_route<'a>(
     };
     let prefix_rewrite = match &r.prefix_rewrite {
         Some(p) => {
-            path(&format!("{rf}.prefix_rewrite"), p)?;
+            let f = format!("{rf}.prefix_rewrite");
+            // The proxy replaces the matched prefix, so it needs one.
+            if !matches!(matcher.path, Some(PathMatch::Prefix(_))) {
+                return ferr(f, "needs a match.path.prefix route");
+            }
+            path(&f, p)?;
             Some(p.clone())
         }
         None => None,
@@ -995,7 +1000,12 @@ fn positive(f: &str, d: Duration) -> FResult<Duration> {
 fn labels(f: &str, l: &BTreeMap<String, String>) -> FResult<()> {
     for (k, v) in l {
         if k.is_empty() || k.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return ferr(format!("{f}.{k}"), format!("{k:?} is not a label key"));
+            let kf = if k.is_empty() {
+                f.to_owned()
+            } else {
+                format!("{f}.{k}")
+            };
+            return ferr(kf, format!("{k:?} is not a label key"));
         }
         if v.chars().any(char::is_control) {
             return ferr(format!("{f}.{k}"), "has control characters");

@@ -539,7 +539,7 @@ fn subsets_are_checked() {
         err1(&svc(
             "    subsets:\n      - name: v1\n        labels: {'': x}\n"
         )),
-        "m.yaml:6: services[0].subsets[0].labels.: \"\" is not a label key"
+        "m.yaml:6: services[0].subsets[0].labels: \"\" is not a label key"
     );
 }
 
@@ -735,8 +735,18 @@ fn routes_are_checked() {
         "t.yaml:7: traffic[0].routes[0].timeout: must be more than 0"
     );
     assert_eq!(
-        err_with_services(&rule("      - split: [{weight: 1}]\n        prefix_rewrite: v2/\n")),
-        "t.yaml:6: traffic[0].routes[0].prefix_rewrite: \"v2/\" is not a path (starts with /, no spaces or control characters)"
+        err_with_services(&rule("      - split: [{weight: 1}]\n        match: {path: {prefix: /a}}\n        prefix_rewrite: v2/\n")),
+        "t.yaml:7: traffic[0].routes[0].prefix_rewrite: \"v2/\" is not a path (starts with /, no spaces or control characters)"
+    );
+    assert_eq!(
+        err_with_services(&rule(
+            "      - split: [{weight: 1}]\n        prefix_rewrite: /v2/\n"
+        )),
+        "t.yaml:6: traffic[0].routes[0].prefix_rewrite: needs a match.path.prefix route"
+    );
+    assert_eq!(
+        err_with_services(&rule("      - split: [{weight: 1}]\n        match: {path: {exact: /a}}\n        prefix_rewrite: /v2/\n")),
+        "t.yaml:7: traffic[0].routes[0].prefix_rewrite: needs a match.path.prefix route"
     );
 }
 
@@ -942,7 +952,7 @@ fn retries_are_checked() {
         ("s.yaml", SERVICES),
         (
             "t.yaml",
-            &rule("      - split: [{weight: 1}]\n        retries: {attempts: 10, on: [connect-failure, reset, 5xx, gateway-error, retriable-4xx]}\n"),
+            &rule("      - split: [{weight: 1}]\n        retries: {attempts: 10, on: [connect-failure, reset, 5xx, gateway-error, retriable-4xx]}\n      - split: [{weight: 1}]\n        retries: {attempts: 0, on: []}\n"),
         ),
     ])
     .unwrap();
@@ -950,6 +960,12 @@ fn retries_are_checked() {
         m.traffic[0].routes[0].retries.as_ref().unwrap().attempts,
         10
     );
+    assert!(m.traffic[0].routes[1]
+        .retries
+        .as_ref()
+        .unwrap()
+        .on
+        .is_empty());
 }
 
 #[test]

@@ -147,9 +147,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         let fired = fired.lock().unwrap();
         // 20 × 30 ms is 600 ms, under the 1 s cap: normally one fire; a loaded
-        // machine may stretch the burst past the cap once.
+        // machine may stretch the burst past the cap, or stall the sender
+        // for a quiet period, once.
         assert!(
-            (1..=2).contains(&fired.len()),
+            (1..=3).contains(&fired.len()),
             "fired {} times",
             fired.len()
         );
@@ -177,7 +178,7 @@ mod tests {
         );
         let first = fired[0].duration_since(start);
         assert!(
-            first >= MAX_DELAY && first < MAX_DELAY + Duration::from_millis(300),
+            first >= MAX_DELAY && first < MAX_DELAY + Duration::from_millis(500),
             "first fire after {first:?}"
         );
         assert!(*fired.last().unwrap() >= last);
