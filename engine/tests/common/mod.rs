@@ -163,6 +163,41 @@ impl Proxy {
         }
     }
 
+    /// Starts the process with only `args` (no `--config`; control mode),
+    /// `--workers 2` unless given, the I/O driver of the suite.
+    pub fn spawn_no_config(admin: SocketAddr, args: &[&str]) -> Proxy {
+        let dir = scratch_dir("proxy");
+        let config_path = dir.join("(none)");
+        let log_path = dir.join("proxy.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(proxy_bin());
+        if !args.contains(&"--workers") {
+            cmd.args(["--workers", "2"]);
+        }
+        if let Ok(d) = std::env::var("RINGMESH_ITEST_IO_DRIVER") {
+            if !d.is_empty() && !args.contains(&"--io-driver") {
+                cmd.args(["--io-driver", &d]);
+            }
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env("RUST_BACKTRACE", "1");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", proxy_bin().display()));
+        let pid = child.id();
+        Proxy {
+            child: Mutex::new(child),
+            admin,
+            dir,
+            config_path,
+            log_path,
+            pid,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
