@@ -509,8 +509,12 @@ fn error_chain(e: &tonic::transport::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        // hyper and tonic repeat a cause's text in their own; say it once.
+        let c = cause.to_string();
+        if !s.ends_with(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
         src = cause.source();
     }
     s
