@@ -27,6 +27,10 @@ pub const MAX_TRAFFIC_RULES: usize = 10_000;
 /// Routes summed over every traffic rule.
 pub const MAX_ROUTES: usize = 10_000;
 pub const MAX_POLICIES: usize = 10_000;
+/// YAML nodes (scalars, lists, maps) in all files together, with aliases
+/// expanded: a legitimate mesh at every other limit stays well below it, and
+/// it keeps an alias bomb from expanding into gigabytes.
+pub const MAX_NODES: usize = 4_000_000;
 /// Bound on one weight and on the sum of a split's weights.
 pub const MAX_WEIGHT: u64 = 1_000_000;
 pub const MAX_RETRY_ATTEMPTS: u64 = 10;
@@ -268,7 +272,25 @@ struct At {
 
 pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
     let files = Files { sources };
-    let parsed = sources.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+    let mut nodes = 0usize;
+    let mut parsed = Vec::with_capacity(sources.len());
+    for src in sources {
+        // Counted before serde_yaml runs: it would expand aliases first.
+        match locate::expanded_nodes(&src.text, MAX_NODES - nodes) {
+            Ok(n) => nodes += n,
+            Err(line) => {
+                return Err(MeshError {
+                    file: src.path.clone(),
+                    line: Some(line),
+                    field: String::new(),
+                    message: format!(
+                    "more than {MAX_NODES} YAML values in the config directory (aliases expanded)"
+                ),
+                })
+            }
+        }
+        parsed.push(parse(src)?);
+    }
 
     // mesh: at most once.
     let mut trust_domain = DEFAULT_TRUST_DOMAIN.to_owned();

@@ -1,7 +1,9 @@
-//! Maps a field path (`traffic[0].routes[1].split[0].weight`) to the line it
+//! Walks yaml-rust2's parser events over one file, without building values:
+//! maps a field path (`traffic[0].routes[1].split[0].weight`) to the line it
 //! was written on, so errors found after deserialization (unknown service,
-//! duplicate names) still point the operator at a line. Walks yaml-rust2's
-//! parser events; runs only when an error is reported.
+//! duplicate names) still point the operator at a line; and counts the nodes
+//! a deserializer would see with every alias expanded, so an alias bomb is
+//! refused before serde_yaml expands it.
 
 use std::collections::HashMap;
 
@@ -114,6 +116,73 @@ pub fn line_of(lines: &HashMap<String, usize>, path: &str) -> Option<usize> {
     }
 }
 
+/// Counts nodes as a deserializer sees them: an alias counts as the size of
+/// the node it names, computed once, so nothing is expanded here.
+struct Counter {
+    total: usize,
+    budget: usize,
+    sizes: HashMap<usize, usize>,
+    /// Open containers: (anchor id, `total` before the container).
+    open: Vec<(usize, usize)>,
+    over_at: Option<usize>,
+}
+
+impl MarkedEventReceiver for Counter {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.over_at.is_some() {
+            return;
+        }
+        match ev {
+            Event::Scalar(_, _, anchor, _) => {
+                self.total += 1;
+                if anchor > 0 {
+                    self.sizes.insert(anchor, 1);
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open.push((anchor, self.total));
+                self.total += 1;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, start)) = self.open.pop() {
+                    if anchor > 0 {
+                        self.sizes.insert(anchor, self.total - start);
+                    }
+                }
+            }
+            Event::Alias(anchor) => {
+                let n = self.sizes.get(&anchor).copied().unwrap_or(1);
+                self.total = self.total.saturating_add(n);
+            }
+            _ => {}
+        }
+        if self.total > self.budget {
+            self.over_at = Some(mark.line());
+        }
+    }
+}
+
+/// The number of nodes in `text` with aliases expanded, or `Err(line)` where
+/// it went past `budget`. A document that does not parse counts 0 (serde_yaml
+/// reports that error itself).
+pub fn expanded_nodes(text: &str, budget: usize) -> Result<usize, usize> {
+    let mut c = Counter {
+        total: 0,
+        budget,
+        sizes: HashMap::new(),
+        open: Vec::new(),
+        over_at: None,
+    };
+    let mut parser = Parser::new_from_str(text);
+    if parser.load(&mut c, false).is_err() {
+        return Ok(0);
+    }
+    match c.over_at {
+        Some(line) => Err(line),
+        None => Ok(c.total),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +200,24 @@ mod tests {
         assert_eq!(line_of(&l, "traffic[1].routes[0].split[0].nope"), Some(10));
         assert_eq!(line_of(&l, "traffic[1].routes[0].timeout"), Some(8));
         assert_eq!(line_of(&l, "nothing"), None);
+    }
+
+    #[test]
+    fn counts_expanded_aliases() {
+        assert_eq!(expanded_nodes("a: 1\nb: [x, y]\n", 100), Ok(7));
+        // b is the 3-node list twice more.
+        assert_eq!(
+            expanded_nodes("a: &l [x, y]\nb: [*l, *l]\n", 100),
+            Ok(1 + 1 + 3 + 1 + 1 + 3 + 3)
+        );
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..30 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        assert_eq!(expanded_nodes(&bomb, 1_000_000), Err(8));
+        assert_eq!(expanded_nodes("a: [", 10), Ok(0));
     }
 }
