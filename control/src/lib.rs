@@ -4,8 +4,18 @@
 //! (`ads`) with xDS semantics. `serve` wires the pieces; `admin` and `status`
 //! are the operator's view.
 
+pub mod admin;
+pub mod ads;
+pub mod cli;
 pub mod hash;
+pub mod log;
 pub mod mesh;
+pub mod metrics;
 pub mod node;
+pub mod persist;
+pub mod registry;
+pub mod serve;
 pub mod snapshot;
+pub mod state;
+pub mod status;
 pub mod world;

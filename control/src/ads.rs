@@ -1,0 +1,380 @@
+//! The aggregated discovery service (`ringmesh.v1.AggregatedDiscovery`): one
+//! task per proxy stream. The first request announces the node; the task
+//! registers it, then sends a response for every subscribed type whose
+//! version for this node differs from what the proxy has, in the order
+//! CLUSTER, ENDPOINTS, LISTENER, ROUTE_TABLE (then SECRET, AUTHORIZATION_POLICY),
+//! each with a fresh nonce, and records ACKs and NACKs. Every task watches
+//! the shared world and computes only its own node's snapshot when it
+//! changes; it keeps versions between pushes, not resources.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringmesh_proto::v1::aggregated_discovery_server::{
+    AggregatedDiscovery, AggregatedDiscoveryServer,
+};
+use ringmesh_proto::v1::{DiscoveryRequest, DiscoveryResponse, ResourceType};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::log::unix_now;
+use crate::node::NodeInfo;
+use crate::registry::{lock, Nack, NodeRecords};
+use crate::snapshot::{self, type_index, type_name, TYPES};
+use crate::state::Shared;
+use crate::world::World;
+use crate::{log_info, log_warn};
+
+/// Responses queued towards one proxy; a proxy that stops reading holds its
+/// task at this bound instead of growing memory.
+const OUT_QUEUE: usize = 8;
+/// A stream must announce its node within this time.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time the first push waits for a world that includes the node.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(2);
+/// Unanswered responses remembered per type (for NACK versions and latency).
+const INFLIGHT: usize = 16;
+/// Longest NACK message kept.
+const MAX_NACK_MESSAGE: usize = 1024;
+/// Largest request accepted from a proxy.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct Ads {
+    shared: Arc<Shared>,
+}
+
+impl Ads {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    pub fn into_server(self) -> AggregatedDiscoveryServer<Self> {
+        AggregatedDiscoveryServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscovery for Ads {
+    type StreamResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn stream_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamResourcesStream>, Status> {
+        if self.shared.is_shutting_down() {
+            return Err(Status::unavailable("control plane shutting down"));
+        }
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        tokio::spawn(run(self.shared.clone(), request.into_inner(), tx, peer));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Why a stream task ends.
+enum End {
+    /// The proxy closed its side, reset the stream or stopped reading.
+    Gone,
+    Replaced,
+    Shutdown,
+    Refused(Status),
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: Tx,
+    peer: Option<SocketAddr>,
+) {
+    let mut shutdown = shared.shutdown_signal();
+    let first = tokio::select! {
+        r = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message()) => r,
+        () = tx.closed() => return,
+        _ = shutdown.changed() => return,
+    };
+    let first = match first {
+        Ok(Ok(Some(req))) => req,
+        Ok(Ok(None) | Err(_)) => return,
+        Err(_) => {
+            let _ = tx.try_send(Err(Status::deadline_exceeded(
+                "no DiscoveryRequest announcing the node within 30s",
+            )));
+            return;
+        }
+    };
+    let info = match first.node.as_ref() {
+        None => Err("the first DiscoveryRequest of a stream must carry the node".to_owned()),
+        Some(n) => NodeInfo::from_proto(n),
+    };
+    let info = match info {
+        Ok(i) => Arc::new(i),
+        Err(msg) => {
+            log_warn!(
+                "stream from {}: refused: {msg}",
+                peer.map_or("?".to_owned(), |p| p.to_string())
+            );
+            let _ = tx.try_send(Err(Status::invalid_argument(msg)));
+            return;
+        }
+    };
+    let c = shared.connect(info.clone());
+    log_info!(
+        "node {} (service {}, address {}) connected from {}",
+        info.id,
+        info.service_key(),
+        info.address,
+        peer.map_or("?".to_owned(), |p| p.to_string())
+    );
+    let mut world = shared.world();
+    // The first push includes the node itself (a service that calls itself
+    // must not get an empty endpoint set and then a second push).
+    let _ = tokio::time::timeout(
+        REGISTRATION_WAIT,
+        world.wait_for(|w| w.registry_generation >= c.generation),
+    )
+    .await;
+    let mut stream = Stream {
+        shared: shared.clone(),
+        info: info.clone(),
+        records: c.records,
+        subscribed: [false; TYPES.len()],
+        known: Default::default(),
+        inflight: Default::default(),
+        computed: None,
+        problem_logged: false,
+    };
+    let mut kicked = c.kicked;
+    let end = stream
+        .serve(
+            first,
+            &mut inbound,
+            &tx,
+            &mut world,
+            &mut kicked,
+            &mut shutdown,
+        )
+        .await;
+    match end {
+        End::Gone => {}
+        End::Replaced => {
+            let _ = tx.try_send(Err(Status::aborted(format!(
+                "replaced by a newer stream of node {}",
+                info.id
+            ))));
+        }
+        End::Shutdown => {
+            let _ = tx.try_send(Err(Status::unavailable("control plane shutting down")));
+        }
+        End::Refused(status) => {
+            log_warn!("node {}: stream refused: {}", info.id, status.message());
+            let _ = tx.try_send(Err(status));
+        }
+    }
+    shared.disconnect(&info.id, c.conn);
+}
+
+struct Stream {
+    shared: Arc<Shared>,
+    info: Arc<NodeInfo>,
+    records: Arc<Mutex<NodeRecords>>,
+    subscribed: [bool; TYPES.len()],
+    /// Per type, the version the proxy has or is being sent: a push happens
+    /// when the node's snapshot version differs.
+    known: [Option<String>; TYPES.len()],
+    /// Unanswered responses per type: (nonce, version, sent at).
+    inflight: [VecDeque<(String, String, Instant)>; TYPES.len()],
+    /// World generation and versions of the last snapshot computed, to skip
+    /// pushes when nothing this node sees changed.
+    computed: Option<(u64, [String; TYPES.len()])>,
+    problem_logged: bool,
+}
+
+impl Stream {
+    async fn serve(
+        &mut self,
+        first: DiscoveryRequest,
+        inbound: &mut Streaming<DiscoveryRequest>,
+        tx: &Tx,
+        world: &mut watch::Receiver<Arc<World>>,
+        kicked: &mut oneshot::Receiver<()>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        if let Err(status) = self.handle(first) {
+            return End::Refused(status);
+        }
+        loop {
+            // Take every request already received before pushing, so a
+            // burst of subscribes is answered in one ordered push.
+            while let Ok(next) = tokio::time::timeout(Duration::ZERO, inbound.message()).await {
+                match next {
+                    Ok(Some(req)) => {
+                        if let Err(status) = self.handle(req) {
+                            return End::Refused(status);
+                        }
+                    }
+                    Ok(None) | Err(_) => return End::Gone,
+                }
+            }
+            // Cheap when nothing this node sees changed.
+            let current = world.borrow_and_update().clone();
+            for resp in self.responses(&current) {
+                tokio::select! {
+                    biased;
+                    _ = &mut *kicked => return End::Replaced,
+                    _ = shutdown.changed() => return End::Shutdown,
+                    r = tx.send(Ok(resp)) => if r.is_err() { return End::Gone },
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = &mut *kicked => return End::Replaced,
+                _ = shutdown.changed() => return End::Shutdown,
+                () = tx.closed() => return End::Gone,
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => {
+                        if let Err(status) = self.handle(req) {
+                            return End::Refused(status);
+                        }
+                    }
+                    Ok(None) | Err(_) => return End::Gone,
+                },
+                r = world.changed() => {
+                    if r.is_err() {
+                        return End::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one request: a subscribe, an ACK or a NACK.
+    fn handle(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+        let t = ResourceType::try_from(req.r#type).unwrap_or(ResourceType::Unspecified);
+        let Some(i) = type_index(t) else {
+            return Err(Status::invalid_argument(format!(
+                "unknown resource type {}",
+                req.r#type
+            )));
+        };
+        let now = unix_now();
+        if req.response_nonce.is_empty() {
+            self.subscribed[i] = true;
+            let has = (!req.version_info.is_empty()).then(|| req.version_info.clone());
+            let mut rec = lock(&self.records);
+            rec.types[i].subscribed = true;
+            if has.is_some() {
+                // The version it runs; if it is current nothing is sent.
+                rec.types[i].acked_version.clone_from(&has);
+            }
+            self.known[i] = has;
+            return Ok(());
+        }
+        let inflight = &mut self.inflight[i];
+        let answered = match inflight
+            .iter()
+            .position(|(n, _, _)| *n == req.response_nonce)
+        {
+            // Earlier responses were answered before this one or never
+            // will be.
+            Some(p) => inflight.drain(..=p).next_back(),
+            None => None,
+        };
+        let mut rec = lock(&self.records);
+        let r = &mut rec.types[i];
+        match req.error_detail {
+            Some(err) => {
+                self.shared.metrics.nacked(i);
+                let version = match &answered {
+                    Some((_, v, _)) => v.clone(),
+                    None => req.version_info.clone(),
+                };
+                let message = clip(&err.message, MAX_NACK_MESSAGE);
+                log_warn!(
+                    "node {}: NACK {} version {version}: {message}",
+                    self.info.id,
+                    type_name(t)
+                );
+                r.last_nack = Some(Nack {
+                    version,
+                    message,
+                    at: now,
+                });
+                if !req.version_info.is_empty() {
+                    r.acked_version = Some(req.version_info);
+                }
+            }
+            // An ACK of a nonce we do not know (an earlier stream's) says
+            // nothing about this stream.
+            None if answered.is_none() => {}
+            None => {
+                let latency = answered.map(|(_, _, at)| at.elapsed());
+                self.shared.metrics.acked(i, latency);
+                r.acked_version = Some(req.version_info);
+            }
+        }
+        Ok(())
+    }
+
+    /// The responses to send now, in push order, recorded as sent.
+    fn responses(&mut self, world: &World) -> Vec<DiscoveryResponse> {
+        let unchanged = self.computed.as_ref().is_some_and(|(g, versions)| {
+            *g == world.generation
+                && (0..TYPES.len())
+                    .all(|i| !self.subscribed[i] || self.known[i].as_ref() == Some(&versions[i]))
+        });
+        if unchanged {
+            return Vec::new();
+        }
+        let snap = snapshot::build(world, &self.info);
+        if snap.problem.is_some() != self.problem_logged {
+            self.problem_logged = snap.problem.is_some();
+            if let Some(p) = &snap.problem {
+                log_warn!("node {}: {p}", self.info.id);
+            }
+            lock(&self.records).problem.clone_from(&snap.problem);
+        }
+        let mut out = Vec::new();
+        let now = unix_now();
+        for (i, &t) in TYPES.iter().enumerate() {
+            let ts = snap.get(t);
+            if !self.subscribed[i] || self.known[i].as_deref() == Some(ts.version.as_str()) {
+                continue;
+            }
+            let nonce = self.shared.next_nonce();
+            out.push(DiscoveryResponse {
+                r#type: t as i32,
+                version_info: ts.version.clone(),
+                nonce: nonce.clone(),
+                resources: ts.resources.iter().map(|r| r.resource.clone()).collect(),
+            });
+            self.known[i] = Some(ts.version.clone());
+            if self.inflight[i].len() == INFLIGHT {
+                self.inflight[i].pop_front();
+            }
+            self.inflight[i].push_back((nonce.clone(), ts.version.clone(), Instant::now()));
+            self.shared.metrics.pushed(i);
+            let mut rec = lock(&self.records);
+            let r = &mut rec.types[i];
+            r.sent_version = Some(ts.version.clone());
+            r.sent_nonce = Some(nonce);
+            r.sent_at = Some(now);
+        }
+        let versions = TYPES.map(|t| snap.get(t).version.clone());
+        self.computed = Some((world.generation, versions));
+        out
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
