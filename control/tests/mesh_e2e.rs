@@ -125,7 +125,12 @@ fn traffic_reaches_every_instance_and_a_stopped_one_leaves_without_a_failed_requ
     load.wait_more(100);
     let t = load.finish();
     assert_eq!(t.failures, Vec::<String>::new(), "failed requests");
-    assert_eq!(t.seen.get("r2"), None, "traffic after removal: {:?}", t.seen);
+    assert_eq!(
+        t.seen.get("r2"),
+        None,
+        "traffic after removal: {:?}",
+        t.seen
+    );
     assert_eq!(cp.node("reviews-2"), None, "status still lists reviews-2");
     assert!(cp
         .metrics()
@@ -149,7 +154,10 @@ fn a_split_changed_100_times_under_load_changes_traffic_and_fails_nothing() {
         load.wait_more(2);
         load.reset_seen();
         assert!(
-            wait_until(Duration::from_secs(10), || load.snapshot().seen.contains_key("r2")),
+            wait_until(Duration::from_secs(10), || load
+                .snapshot()
+                .seen
+                .contains_key("r2")),
             "round {round}: 50/50 never reached v2: {:?}",
             load.snapshot()
         );
@@ -160,7 +168,11 @@ fn a_split_changed_100_times_under_load_changes_traffic_and_fails_nothing() {
         load.reset_seen();
         load.wait_more(20);
         let seen = load.snapshot().seen;
-        assert_eq!(seen.get("r2"), None, "round {round}: 100/0 still sent to v2: {seen:?}");
+        assert_eq!(
+            seen.get("r2"),
+            None,
+            "round {round}: 100/0 still sent to v2: {seen:?}"
+        );
     }
     let t = load.finish();
     assert_eq!(t.failures, Vec::<String>::new(), "failed requests");
@@ -187,17 +199,26 @@ fn an_invalid_change_is_rejected_by_name_and_a_refused_push_shows_as_a_nack() {
         &split(100, 0).replace("subset: v2", "subset: v9"),
     );
     assert!(
-        wait_until(Duration::from_secs(5), || !cp.status()["config_error"].is_null()),
+        wait_until(Duration::from_secs(5), || !cp.status()["config_error"]
+            .is_null()),
         "no config error reported; log:\n{}",
         cp.proc.log()
     );
     let e = &cp.status()["config_error"];
-    assert!(e["file"].as_str().unwrap_or("").ends_with("traffic.yaml"), "{e}");
+    assert!(
+        e["file"].as_str().unwrap_or("").ends_with("traffic.yaml"),
+        "{e}"
+    );
     assert_eq!(e["field"], "traffic[0].routes[0].split[1].subset", "{e}");
     let (code, out) = cp.status_cli();
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("traffic.yaml") && out.contains("split[1].subset"), "{out}");
-    assert!(cp.metrics().contains("ringmesh_control_config_reloads_total{result=\"rejected\"} 1\n"));
+    assert!(
+        out.contains("traffic.yaml") && out.contains("split[1].subset"),
+        "{out}"
+    );
+    assert!(cp
+        .metrics()
+        .contains("ringmesh_control_config_reloads_total{result=\"rejected\"} 1\n"));
     thread::sleep(Duration::from_millis(500));
     let after: Vec<String> = ["cluster", "endpoints", "listener", "route_table"]
         .iter()
@@ -215,7 +236,9 @@ fn an_invalid_change_is_rejected_by_name_and_a_refused_push_shows_as_a_nack() {
         "services.yaml",
         &format!(
             "{}  - name: db\n    ports: [{{ name: pg, port: {port}, protocol: tcp }}]\n    endpoints: [{{ address: \"127.0.0.1:9\" }}]\n",
-            SERVICES.replace("calls: [reviews]", "calls: [reviews, db]")
+            SERVICES
+                .replace("calls: [reviews]", "calls: [reviews, db]")
+                .replace("protocol: http }]\n    subsets", "protocol: http }]\n    calls: []\n    subsets")
         ),
     );
     let mut nack = serde_json::Value::Null;
@@ -232,8 +255,23 @@ fn an_invalid_change_is_rejected_by_name_and_a_refused_push_shows_as_a_nack() {
     let msg = nack["message"].as_str().unwrap_or("");
     assert!(msg.contains(&port.to_string()), "NACK reason: {msg}");
     let (_, out) = cp.status_cli();
-    assert!(out.contains("front-1") && out.contains(&port.to_string()), "{out}");
-    assert!(cp.metrics().contains("ringmesh_control_nacks_total{type=\"listener\"} 1\n"));
+    assert!(
+        out.contains("front-1") && out.contains(&port.to_string()),
+        "{out}"
+    );
+    let m = cp.metrics();
+    assert!(
+        m.contains("ringmesh_control_nacks_total{type=\"listener\"} 1\n"),
+        "{m}\n{}",
+        cp.status()
+    );
+    // Only the listener was refused: the new cluster and its endpoints,
+    // pushed with it, are in force.
+    let front = cp.node("front-1").unwrap();
+    for ty in ["cluster", "endpoints", "route_table"] {
+        assert!(front["types"][ty]["last_nack"].is_null(), "{ty}: {front}");
+    }
+    assert!(proxies[0].config_dump().contains("db.default"));
     // front-1 keeps its last good listeners.
     assert_eq!(acked(&cp, "front-1", "listener"), before[2]);
 
@@ -272,9 +310,9 @@ fn killing_the_control_plane_fails_nothing_and_a_restart_resyncs() {
     assert!(
         wait_until(Duration::from_secs(45), || {
             let s = cp.status();
-            s["nodes"].as_array().is_some_and(|n| {
-                n.len() == 3 && n.iter().all(|n| n["connected"] == true)
-            })
+            s["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["connected"] == true))
         }),
         "proxies did not reconnect: {}",
         cp.status()
@@ -288,5 +326,9 @@ fn killing_the_control_plane_fails_nothing_and_a_restart_resyncs() {
     load.wait_more(200);
     let t = load.finish();
     assert_eq!(t.failures, Vec::<String>::new(), "failed requests");
-    assert!(t.seen.contains_key("r1") && t.seen.contains_key("r2"), "{:?}", t.seen);
+    assert!(
+        t.seen.contains_key("r1") && t.seen.contains_key("r2"),
+        "{:?}",
+        t.seen
+    );
 }

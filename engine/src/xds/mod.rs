@@ -341,6 +341,15 @@ impl Client {
                         }
                     }
                 }
+                Err(_) if batch.len() > 1 => {
+                    // Binding failed for the batch as a whole: apply its
+                    // responses one by one so only the one that brought the
+                    // unbindable listener is refused.
+                    return batch
+                        .into_iter()
+                        .flat_map(|r| self.apply_batch(vec![r]))
+                        .collect();
+                }
                 Err(e) => {
                     for a in answers.iter_mut().filter(|a| a.result.is_ok()) {
                         let prev = a.kind.map(|k| self.state.version(k).to_owned());
