@@ -491,6 +491,12 @@ fn compile_route(
 }
 
 fn regex(f: &str, re: &str) -> CResult<Regex> {
+    // The pattern must stand on its own before it is anchored: `a)|(b`
+    // would otherwise close our group and escape the anchors.
+    RegexBuilder::new(re)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .or_else(|e| err(f, format!("bad regex: {e}")))?;
     RegexBuilder::new(&format!("^(?:{re})$"))
         .size_limit(REGEX_SIZE_LIMIT)
         .build()

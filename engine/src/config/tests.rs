@@ -188,3 +188,17 @@ fn retry_policies_are_checked_with_their_field_named() {
     let e = load(&with("{ attempts: 1 }")).unwrap_err();
     assert!(e.message.contains("at least one condition"), "{e}");
 }
+
+#[test]
+fn a_regex_cannot_escape_its_anchors() {
+    let text = GOOD.replace(
+        "match: { path: { prefix: / } }",
+        "match: { path: { regex: \"/a)|(/b\" } }",
+    );
+    let e = load(&text).unwrap_err();
+    assert_eq!(
+        e.field,
+        "listeners[0].virtual_hosts[0].routes[0].match.path.regex"
+    );
+    assert!(e.message.starts_with("bad regex"), "{e}");
+}
