@@ -272,6 +272,30 @@ fn an_invalid_change_is_rejected_by_name_and_a_refused_push_shows_as_a_nack() {
         assert!(front["types"][ty]["last_nack"].is_null(), "{ty}: {front}");
     }
     assert!(proxies[0].config_dump().contains("db.default"));
+    // A proxy that starts now gets the same unbindable listener: the rest
+    // of its listeners are in force, it becomes ready and carries traffic.
+    let app = App::start("front-2");
+    let late = MeshProxy::start(
+        &dir,
+        &cp,
+        NodeSpec {
+            id: "front-2",
+            service: "front",
+            app_port: app.port,
+            labels: &[],
+        },
+    );
+    late.wait_ready();
+    let r = http_get(late.outbound, "reviews", "/").expect("GET via front-2");
+    assert_eq!((r.status, r.text()), (200, "r1".to_string()));
+    let r = http_get(late.inbound, "front", "/").expect("GET front-2 inbound");
+    assert_eq!((r.status, r.text()), (200, "front-2".to_string()));
+    assert!(
+        cp.node("front-2").unwrap()["types"]["listener"]["last_nack"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&port.to_string())
+    );
     // front-1 keeps its last good listeners.
     assert_eq!(acked(&cp, "front-1", "listener"), before[2]);
 

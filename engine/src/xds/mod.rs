@@ -350,6 +350,24 @@ impl Client {
                         .flat_map(|r| self.apply_batch(vec![r]))
                         .collect();
                 }
+                Err(e) if answers.len() == 1 && answers[0].kind == Some(Kind::Listener) => {
+                    // As Envoy does: the listeners that bind are put in
+                    // force, the ones that cannot are left out and named in
+                    // the NACK, so one unbindable outbound port does not keep
+                    // the inbound listener (and readiness) away.
+                    let prev = self.state.version(Kind::Listener).to_owned();
+                    if let Some((state, epoch, dropped)) =
+                        self.publish_without_unbindable(&source, candidate)
+                    {
+                        self.state = state;
+                        self.state.versions[Kind::Listener.index()] = prev.clone();
+                        crate::log::info(&format!(
+                            "applied listener version {:?} without {dropped}: epoch {epoch}",
+                            answers[0].version
+                        ));
+                    }
+                    answers[0].result = Err((e, prev));
+                }
                 Err(e) => {
                     for a in answers.iter_mut().filter(|a| a.result.is_ok()) {
                         let prev = a.kind.map(|k| self.state.version(k).to_owned());
@@ -405,6 +423,44 @@ impl Client {
             ));
         }
         out
+    }
+
+    /// `candidate` minus the listeners whose address something else holds,
+    /// compiled, bound and published. Returns the reduced state, the epoch and
+    /// the names left out; None when nothing could be published.
+    fn publish_without_unbindable(
+        &self,
+        source: &std::path::Path,
+        mut candidate: State,
+    ) -> Option<(State, u64, String)> {
+        let config = translate::build(&self.bootstrap, source, &candidate).ok()?;
+        let taken: Vec<String> = {
+            let bound = self
+                .shared
+                .sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            config
+                .listeners
+                .iter()
+                .filter(|l| !bound.contains_key(&l.addr))
+                .filter(|l| crate::listener::probe_free(l.addr).is_err())
+                .map(|l| l.name.to_string())
+                .collect()
+        };
+        let dynamic: Vec<&String> = taken
+            .iter()
+            .filter(|n| candidate.listeners.contains_key(*n))
+            .collect();
+        if dynamic.is_empty() {
+            return None;
+        }
+        candidate.listeners.retain(|n, _| !taken.contains(n));
+        let config = translate::build(&self.bootstrap, source, &candidate).ok()?;
+        let epoch = self
+            .publish(config, &candidate, &self.bootstrap_version)
+            .ok()?;
+        Some((candidate, epoch, taken.join(", ")))
     }
 
     /// Binds the new listeners and publishes: the same path as SIGHUP.
