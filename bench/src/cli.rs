@@ -4,6 +4,7 @@
 use crate::proxies::{Row, ALL_ROWS};
 use crate::Res;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One table of results (one word on the command line).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -80,6 +81,7 @@ impl Scenario {
 }
 
 pub const USAGE: &str = "usage: ringmesh-bench [SCENARIO] [flags]
+       ringmesh-bench control [flags]   (the control plane; `control --help`)
 scenarios: http1 (default) | body16k | body1m | conns1000 | close | tcp | rate | memory | callgrind | all
 flags:
   --repeats N        interleaved rounds (default 3)
@@ -188,6 +190,108 @@ pub fn parse_opts(args: &[String]) -> Res<Opts> {
     Ok(o)
 }
 
+pub const CONTROL_USAGE: &str = "usage: ringmesh-bench control [flags]
+N simulated proxies (one HTTP/2 connection each) against a real ringmesh-control:
+RSS per connected proxy, config change -> ACK latency, discovery join/leave.
+flags:
+  --proxies N         simulated proxies (default 1000)
+  --services S        services in the generated mesh (default 50)
+  --changes K         traffic-rule changes to time (default 5)
+  --grace-period D    the control plane's --grace-period (default 1s)
+  --concurrency C     proxies connecting at a time (default 64)
+  --client-threads T  tokio worker threads of the simulated proxies (default 1)
+  --timeout D         how long a node may take to see a change (default 10s)
+  --control-bin PATH  ringmesh-control to run (default: build target/release/ringmesh-control)
+  --out DIR           where the .md and .json go (default bench/results)
+smoke test: ringmesh-bench control --proxies 5 --services 3 --changes 1";
+
+/// The `control` subcommand's command line.
+#[derive(Debug, Clone)]
+pub struct ControlOpts {
+    pub proxies: usize,
+    pub services: usize,
+    pub changes: usize,
+    pub grace: Duration,
+    pub concurrency: usize,
+    pub client_threads: usize,
+    pub timeout: Duration,
+    pub control_bin: Option<PathBuf>,
+    pub out: PathBuf,
+    pub cmdline: String,
+}
+
+/// `1s`, `250ms`, `1.5s`.
+pub fn parse_duration(s: &str) -> Res<Duration> {
+    let bad = || format!("{s:?}: expected a duration like 1s or 250ms");
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(bad());
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// Parses the arguments after `control`.
+pub fn parse_control_opts(args: &[String]) -> Res<ControlOpts> {
+    let mut o = ControlOpts {
+        proxies: 1000,
+        services: 50,
+        changes: 5,
+        grace: Duration::from_secs(1),
+        concurrency: 64,
+        client_threads: 1,
+        timeout: Duration::from_secs(10),
+        control_bin: None,
+        out: workspace_root().join("bench/results"),
+        cmdline: format!(
+            "cargo run --release -p ringmesh-bench -- control {}",
+            args.join(" ")
+        )
+        .trim_end()
+        .to_string(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |name: &str, v: String| v.parse::<usize>().map_err(|e| format!("{name}: {e}"));
+        match a.as_str() {
+            "-h" | "--help" => return Err(CONTROL_USAGE.to_string()),
+            "--proxies" => o.proxies = num(a, val(a)?)?,
+            "--services" => o.services = num(a, val(a)?)?,
+            "--changes" => o.changes = num(a, val(a)?)?,
+            "--concurrency" => o.concurrency = num(a, val(a)?)?,
+            "--client-threads" => o.client_threads = num(a, val(a)?)?,
+            "--grace-period" => o.grace = parse_duration(&val(a)?)?,
+            "--timeout" => o.timeout = parse_duration(&val(a)?)?,
+            "--control-bin" => o.control_bin = Some(PathBuf::from(val(a)?)),
+            "--out" => o.out = PathBuf::from(val(a)?),
+            s => return Err(format!("unknown flag {s}\n{CONTROL_USAGE}")),
+        }
+    }
+    if o.proxies == 0 || o.services == 0 || o.concurrency == 0 || o.client_threads == 0 {
+        return Err(
+            "--proxies, --services, --concurrency and --client-threads must be positive".into(),
+        );
+    }
+    if o.proxies >= crate::control_plane::mesh::MAX_PROXIES {
+        return Err(format!(
+            "--proxies: at most {}",
+            crate::control_plane::mesh::MAX_PROXIES - 1
+        ));
+    }
+    Ok(o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +358,54 @@ mod tests {
         }
         assert_eq!(Scenario::Body16k.path(), "/b16k");
         assert_eq!(Scenario::Close.path(), "/");
+    }
+
+    #[test]
+    fn control_flags() {
+        let o = parse_control_opts(&[]).unwrap();
+        assert_eq!(
+            (
+                o.proxies,
+                o.services,
+                o.changes,
+                o.concurrency,
+                o.client_threads
+            ),
+            (1000, 50, 5, 64, 1)
+        );
+        assert_eq!(
+            (o.grace, o.timeout),
+            (Duration::from_secs(1), Duration::from_secs(10))
+        );
+        assert_eq!(
+            o.cmdline,
+            "cargo run --release -p ringmesh-bench -- control"
+        );
+        let o = parse_control_opts(&args(
+            "--proxies 5 --services 3 --changes 1 --grace-period 250ms --timeout 2.5s --control-bin /c --out /o --concurrency 8 --client-threads 2",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                o.proxies,
+                o.services,
+                o.changes,
+                o.concurrency,
+                o.client_threads
+            ),
+            (5, 3, 1, 8, 2)
+        );
+        assert_eq!(o.grace, Duration::from_millis(250));
+        assert_eq!(o.timeout, Duration::from_millis(2500));
+        assert_eq!(o.control_bin, Some(PathBuf::from("/c")));
+        assert_eq!(o.out, PathBuf::from("/o"));
+        assert!(parse_control_opts(&args("--help"))
+            .unwrap_err()
+            .contains("--proxies"));
+        assert!(parse_control_opts(&args("--proxies 0")).is_err());
+        assert!(parse_control_opts(&args("--proxies 70000")).is_err());
+        assert!(parse_control_opts(&args("--grace-period 5")).is_err());
+        assert!(parse_control_opts(&args("--grace-period -1s")).is_err());
+        assert!(parse_control_opts(&args("--rows uring")).is_err());
     }
 }

@@ -8,11 +8,14 @@
 //! - [`report`], [`chart`]: the Markdown tables and the PNG;
 //! - [`process`]: children, `/proc` figures, stopping on SIGINT/SIGTERM;
 //! - [`parse`], [`stats`]: parsing of tool output and statistics over repeats;
-//! - [`tools`]: what is installed or built before a run.
+//! - [`tools`]: what is installed or built before a run;
+//! - [`control_plane`]: the `control` subcommand (simulated proxies against
+//!   `ringmesh-control`).
 
 pub mod callgrind;
 pub mod chart;
 pub mod cli;
+pub mod control_plane;
 pub mod load;
 pub mod memory;
 pub mod parse;
@@ -30,6 +33,16 @@ pub use stats::*;
 
 /// Errors are messages for the person running the harness.
 pub type Res<T> = Result<T, String>;
+
+/// One line of shell output for the report header (machine, versions).
+pub fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
 
 /// Writes a file, naming it in the error.
 pub fn write_file(path: &std::path::Path, text: &str) -> Res<()> {

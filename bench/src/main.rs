@@ -7,6 +7,7 @@
 //! CPU per request = the proxy's utime+stime from /proc over the run divided
 //! by completed requests. Rounds are interleaved so drift hits every row alike.
 //! This file is the CLI only; the work is in the library's modules.
+//! `ringmesh-bench control` is the control-plane bench (`control_plane`).
 
 use ringmesh_bench::callgrind::callgrind_scenario;
 use ringmesh_bench::chart::chart;
@@ -17,18 +18,7 @@ use ringmesh_bench::process::{stop_children_on_interrupt, stopping};
 use ringmesh_bench::report::section_header;
 use ringmesh_bench::scenarios::load_scenario;
 use ringmesh_bench::tools::{install_missing, proxy_binary};
-use ringmesh_bench::{write_file, Res};
-use std::process::Command;
-
-/// One line of shell output for the report header (machine, versions).
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
+use ringmesh_bench::{sh, write_file, Res};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +35,7 @@ fn main() {
             args[3].parse().unwrap(),
             args[4].parse().unwrap(),
         ),
+        Some("control") => ringmesh_bench::control_plane::control_main(&args[1..]),
         _ => run(&args),
     };
     // Interrupted: the handler thread is stopping our children and exits

@@ -24,6 +24,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// True once the child has exited (it is reaped here).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The signal that starts the stop (SIGTERM unless changed). Recorded for
     /// the interrupt handler too, so it stops this child the same way.
     pub fn set_kill_signal(&mut self, sig: i32) {

@@ -1,6 +1,7 @@
 //! What the harness needs on the machine: Debian packages installed with
 //! `apt-get` when missing (unless `--no-install`), and the `ringmesh-proxy`
-//! binary to measure (built here unless `--proxy-bin` names one).
+//! (or, for `control`, `ringmesh-control`) binary to measure (built here
+//! unless `--proxy-bin` / `--control-bin` names one).
 
 use crate::chart::FONT;
 use crate::cli::{workspace_root, Opts, Scenario};
@@ -71,25 +72,43 @@ pub fn install_missing(o: &Opts) -> Res<()> {
 /// `--proxy-bin`, or `cargo build --release -p ringmesh-engine` and the binary
 /// under `CARGO_TARGET_DIR` (default `target/`).
 pub fn proxy_binary(o: &Opts) -> Res<PathBuf> {
-    if let Some(p) = &o.proxy_bin {
-        if !p.exists() {
-            return Err(format!("--proxy-bin {}: no such file", p.display()));
-        }
-        return Ok(p.clone());
+    match &o.proxy_bin {
+        Some(p) => given_binary("--proxy-bin", p),
+        None => release_binary("ringmesh-engine", "ringmesh-proxy"),
     }
+}
+
+/// `--control-bin`, or `cargo build --release -p ringmesh-control` and the
+/// binary under `CARGO_TARGET_DIR` (default `target/`).
+pub fn control_binary(given: Option<&Path>) -> Res<PathBuf> {
+    match given {
+        Some(p) => given_binary("--control-bin", p),
+        None => release_binary("ringmesh-control", "ringmesh-control"),
+    }
+}
+
+fn given_binary(flag: &str, p: &Path) -> Res<PathBuf> {
+    if !p.exists() {
+        return Err(format!("{flag} {}: no such file", p.display()));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// Builds package `pkg` in release mode and returns the path of its `bin`.
+fn release_binary(pkg: &str, bin: &str) -> Res<PathBuf> {
     let root = workspace_root();
-    eprintln!("[bench] cargo build --release -p ringmesh-engine");
+    eprintln!("[bench] cargo build --release -p {pkg}");
     let st = Command::new("cargo")
-        .args(["build", "--release", "-q", "-p", "ringmesh-engine"])
+        .args(["build", "--release", "-q", "-p", pkg])
         .current_dir(&root)
         .status()
         .map_err(|e| format!("cargo: {e}"))?;
     if !st.success() {
-        return Err("building ringmesh-engine failed".into());
+        return Err(format!("building {pkg} failed"));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| if p.is_relative() { root.join(p) } else { p })
         .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release/ringmesh-proxy"))
+    Ok(target.join("release").join(bin))
 }
