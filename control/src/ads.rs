@@ -8,16 +8,16 @@
 //! changes; it keeps versions between pushes, not resources.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use ringmesh_proto::v1::aggregated_discovery_server::{
-    AggregatedDiscovery, AggregatedDiscoveryServer,
-};
+use ringmesh_proto::v1::aggregated_discovery_server::AggregatedDiscovery;
 use ringmesh_proto::v1::{DiscoveryRequest, DiscoveryResponse, ResourceType};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::log::unix_now;
@@ -52,14 +52,37 @@ impl Ads {
         Self { shared }
     }
 
-    pub fn into_server(self) -> AggregatedDiscoveryServer<Self> {
-        AggregatedDiscoveryServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    pub fn into_server(self) -> crate::ads_server::AdsServer {
+        crate::ads_server::AdsServer::new(self)
+    }
+}
+
+/// The response stream of one proxy: responses from the stream task, then
+/// the status it ended with (if any).
+pub struct Outbound {
+    rx: mpsc::Receiver<DiscoveryResponse>,
+    end: Option<oneshot::Receiver<Status>>,
+}
+
+impl tokio_stream::Stream for Outbound {
+    type Item = Result<DiscoveryResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(r) = ready!(self.rx.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(r)));
+        }
+        let Some(end) = self.end.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let status = ready!(Pin::new(end).poll(cx));
+        self.end = None;
+        Poll::Ready(status.ok().map(Err))
     }
 }
 
 #[tonic::async_trait]
 impl AggregatedDiscovery for Ads {
-    type StreamResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type StreamResourcesStream = Outbound;
 
     async fn stream_resources(
         &self,
@@ -69,13 +92,26 @@ impl AggregatedDiscovery for Ads {
             return Err(Status::unavailable("control plane shutting down"));
         }
         let peer = request.remote_addr();
+        // Responses only: a channel slot of Result<_, Status> is three
+        // times larger, and tokio allocates slots 32 at a time.
         let (tx, rx) = mpsc::channel(OUT_QUEUE);
-        tokio::spawn(run(self.shared.clone(), request.into_inner(), tx, peer));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let (end_tx, end_rx) = oneshot::channel();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let end = run(shared, request.into_inner(), &tx, peer).await;
+            drop(tx);
+            if let Some(status) = end {
+                let _ = end_tx.send(status);
+            }
+        });
+        Ok(Response::new(Outbound {
+            rx,
+            end: Some(end_rx),
+        }))
     }
 }
 
-type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+type Tx = mpsc::Sender<DiscoveryResponse>;
 
 /// Why a stream task ends.
 enum End {
@@ -86,26 +122,26 @@ enum End {
     Refused(Status),
 }
 
+/// Serves one stream; the status to end it with, if not OK.
 async fn run(
     shared: Arc<Shared>,
     mut inbound: Streaming<DiscoveryRequest>,
-    tx: Tx,
+    tx: &Tx,
     peer: Option<SocketAddr>,
-) {
+) -> Option<Status> {
     let mut shutdown = shared.shutdown_signal();
     let first = tokio::select! {
         r = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message()) => r,
-        () = tx.closed() => return,
-        _ = shutdown.changed() => return,
+        () = tx.closed() => return None,
+        _ = shutdown.changed() => return Some(Status::unavailable("control plane shutting down")),
     };
     let first = match first {
         Ok(Ok(Some(req))) => req,
-        Ok(Ok(None) | Err(_)) => return,
+        Ok(Ok(None) | Err(_)) => return None,
         Err(_) => {
-            let _ = tx.try_send(Err(Status::deadline_exceeded(
+            return Some(Status::deadline_exceeded(
                 "no DiscoveryRequest announcing the node within 30s",
-            )));
-            return;
+            ))
         }
     };
     let info = match first.node.as_ref() {
@@ -119,8 +155,7 @@ async fn run(
                 "stream from {}: refused: {msg}",
                 peer.map_or("?".to_owned(), |p| p.to_string())
             );
-            let _ = tx.try_send(Err(Status::invalid_argument(msg)));
-            return;
+            return Some(Status::invalid_argument(msg));
         }
     };
     let c = shared.connect(info.clone());
@@ -148,35 +183,32 @@ async fn run(
         inflight: Default::default(),
         computed: None,
         problem_logged: false,
+        unknown_type_logged: false,
     };
     let mut kicked = c.kicked;
     let end = stream
         .serve(
             first,
             &mut inbound,
-            &tx,
+            tx,
             &mut world,
             &mut kicked,
             &mut shutdown,
         )
         .await;
+    shared.disconnect(&info.id, c.conn);
     match end {
-        End::Gone => {}
-        End::Replaced => {
-            let _ = tx.try_send(Err(Status::aborted(format!(
-                "replaced by a newer stream of node {}",
-                info.id
-            ))));
-        }
-        End::Shutdown => {
-            let _ = tx.try_send(Err(Status::unavailable("control plane shutting down")));
-        }
+        End::Gone => None,
+        End::Replaced => Some(Status::aborted(format!(
+            "replaced by a newer stream of node {}",
+            info.id
+        ))),
+        End::Shutdown => Some(Status::unavailable("control plane shutting down")),
         End::Refused(status) => {
             log_warn!("node {}: stream refused: {}", info.id, status.message());
-            let _ = tx.try_send(Err(status));
+            Some(status)
         }
     }
-    shared.disconnect(&info.id, c.conn);
 }
 
 struct Stream {
@@ -193,6 +225,7 @@ struct Stream {
     /// pushes when nothing this node sees changed.
     computed: Option<(u64, [String; TYPES.len()])>,
     problem_logged: bool,
+    unknown_type_logged: bool,
 }
 
 impl Stream {
@@ -228,7 +261,7 @@ impl Stream {
                     biased;
                     _ = &mut *kicked => return End::Replaced,
                     _ = shutdown.changed() => return End::Shutdown,
-                    r = tx.send(Ok(resp)) => if r.is_err() { return End::Gone },
+                    r = tx.send(resp) => if r.is_err() { return End::Gone },
                 }
             }
             tokio::select! {
@@ -255,12 +288,28 @@ impl Stream {
 
     /// Applies one request: a subscribe, an ACK or a NACK.
     fn handle(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+        if let Some(n) = &req.node {
+            if n.id != self.info.id {
+                return Err(Status::invalid_argument(format!(
+                    "a stream serves one node: it announced {:?}, now {:?}",
+                    self.info.id,
+                    n.id.chars().take(64).collect::<String>()
+                )));
+            }
+        }
         let t = ResourceType::try_from(req.r#type).unwrap_or(ResourceType::Unspecified);
         let Some(i) = type_index(t) else {
-            return Err(Status::invalid_argument(format!(
-                "unknown resource type {}",
-                req.r#type
-            )));
+            // A newer proxy may ask for a type we do not serve: ignore it
+            // (said once per stream) rather than end the stream.
+            if !self.unknown_type_logged {
+                self.unknown_type_logged = true;
+                log_warn!(
+                    "node {}: ignoring requests for unknown resource type {}",
+                    self.info.id,
+                    req.r#type
+                );
+            }
+            return Ok(());
         };
         let now = unix_now();
         if req.response_nonce.is_empty() {
@@ -295,11 +344,19 @@ impl Stream {
                     None => req.version_info.clone(),
                 };
                 let message = clip(&err.message, MAX_NACK_MESSAGE);
-                log_warn!(
-                    "node {}: NACK {} version {version}: {message}",
-                    self.info.id,
-                    type_name(t)
-                );
+                // Once per distinct refusal: a proxy repeating itself does
+                // not flood the log.
+                let repeated = r
+                    .last_nack
+                    .as_ref()
+                    .is_some_and(|n| n.version == version && n.message == message);
+                if !repeated {
+                    log_warn!(
+                        "node {}: NACK {} version {version}: {message}",
+                        self.info.id,
+                        type_name(t)
+                    );
+                }
                 r.last_nack = Some(Nack {
                     version,
                     message,

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod ads;
+pub mod ads_server;
 pub mod cli;
 pub mod hash;
 pub mod log;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmesh_proto::v1::aggregated_discovery_server::AggregatedDiscoveryServer;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
@@ -16,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::ads::Ads;
+use crate::ads_server::AdsServer;
 use crate::cli::{ServeArgs, DEFAULT_DATA_DIR};
 use crate::mesh;
 use crate::persist::Store;
@@ -90,7 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AggregatedDiscoveryServer<Ads>>().await;
+    health.set_serving::<AdsServer>().await;
     health.set_service_status("", ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringmesh_proto::FILE_DESCRIPTOR_SET)
@@ -119,9 +119,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 }
             }
             log_info!("shutting down: ending every stream (proxies keep their config)");
-            health
-                .set_not_serving::<AggregatedDiscoveryServer<Ads>>()
-                .await;
+            health.set_not_serving::<AdsServer>().await;
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;

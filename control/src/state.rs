@@ -215,18 +215,19 @@ impl Shared {
     /// set of nodes changed. Runs until shutdown.
     pub async fn run_rebuilder(self: Arc<Self>) {
         let mut saved_generation = None;
-        let mut last = Instant::now() - REBUILD_INTERVAL;
+        let mut last: Option<Instant> = None;
         let mut shutdown = self.shutdown_signal();
         loop {
             tokio::select! {
                 () = self.dirty.notified() => {}
                 _ = shutdown.changed() => return,
             }
-            let since = last.elapsed();
-            if since < REBUILD_INTERVAL {
-                tokio::time::sleep(REBUILD_INTERVAL - since).await;
+            if let Some(since) = last.map(|l| l.elapsed()) {
+                if since < REBUILD_INTERVAL {
+                    tokio::time::sleep(REBUILD_INTERVAL - since).await;
+                }
             }
-            last = Instant::now();
+            last = Some(Instant::now());
             let generation = self.rebuild();
             if saved_generation != Some(generation) {
                 self.save().await;

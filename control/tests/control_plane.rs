@@ -395,14 +395,35 @@ async fn bad_nodes_are_refused_and_unknown_services_get_empty_resources() {
     assert_eq!(st.code(), tonic::Code::InvalidArgument);
     assert!(st.message().contains("must carry the node"), "{st:?}");
 
+    // A type this server does not know is ignored, not fatal.
+    let mut p = Proxy::open(&cp.url(), node("a-1", "a", "127.0.0.11", &[])).await;
+    p.send(DiscoveryRequest {
+        node: Some(p.node.clone()),
+        r#type: 42,
+        ..Default::default()
+    })
+    .await;
+    p.start().await;
+    // Another node id on the same stream is refused.
+    p.send(DiscoveryRequest {
+        node: Some(node("a-2", "a", "127.0.0.11", &[])),
+        r#type: ResourceType::Cluster as i32,
+        ..Default::default()
+    })
+    .await;
+    let st = p.recv_error(SECS5).await;
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
+    assert!(st.message().contains("a stream serves one node"), "{st:?}");
+
     let mut z = Proxy::open(&cp.url(), node("z-1", "zzz", "127.0.0.99", &[])).await;
     for r in z.start().await {
         assert!(r.resources.is_empty(), "{r:?}");
     }
     let s = cp
-        .wait_status("z-1", |s| s["nodes"][0]["id"] == "z-1")
+        .wait_status("z-1", |s| s["nodes"][1]["problem"].is_string())
         .await;
-    assert!(s["nodes"][0]["problem"]
+    assert_eq!(s["nodes"][1]["id"], "z-1");
+    assert!(s["nodes"][1]["problem"]
         .as_str()
         .unwrap()
         .contains("zzz.default is not declared"));

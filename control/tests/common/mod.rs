@@ -108,6 +108,10 @@ impl ControlPlane {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.grpc)
     }
@@ -250,6 +254,25 @@ impl Proxy {
             Ok(Err(s)) => panic!("{}: stream failed: {s:?}", self.node.id),
             Err(_) => panic!("{}: no response within {within:?}", self.node.id),
         }
+    }
+
+    /// The next response; `None` when the stream ended or failed.
+    pub async fn next(&mut self) -> Option<DiscoveryResponse> {
+        self.rx.message().await.ok().flatten()
+    }
+
+    /// Sends without failing when the stream is gone.
+    pub async fn try_ack(&self, r: &DiscoveryResponse) -> bool {
+        self.tx
+            .send(DiscoveryRequest {
+                node: None,
+                r#type: r.r#type,
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
+                error_detail: None,
+            })
+            .await
+            .is_ok()
     }
 
     /// The stream's end status (error) within `within`.
