@@ -553,7 +553,9 @@ impl Load {
                         t.ok += 1;
                         *t.seen.entry(r.text()).or_default() += 1;
                     }
-                    Ok(r) => t.failures.push(format!("request {i}: {} {}", r.status, r.text())),
+                    Ok(r) => t
+                        .failures
+                        .push(format!("request {i}: {} {}", r.status, r.text())),
                     Err(e) => t.failures.push(format!("request {i}: {e}")),
                 }
             }
