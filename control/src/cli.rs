@@ -59,22 +59,14 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// `250ms`, `10s`, `2m`, `1h`; a bare number is seconds.
+/// `250ms`, `10s`, `2m`, `1h` (as in the mesh YAML); on the command line a
+/// bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with ms, s, m or h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    Ok(d)
+    match s.parse::<u64>() {
+        Ok(n) => ringmesh_yaml::duration::parse(&format!("{n}s")),
+        Err(_) => ringmesh_yaml::duration::parse(s),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{locate, model};
+use ringmesh_yaml::locate;
+
+use super::model;
 use super::{
     Destination, HeaderMatch, HeaderMatchKind, HttpRoute, LbPolicy, Mesh, PathMatch, Policy,
     PolicyAction, PolicyRule, Protocol, Retries, RouteMatch, Service, ServiceKey, ServicePort,

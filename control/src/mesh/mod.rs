@@ -6,7 +6,6 @@
 //! debounced directory watcher live in this module's submodules.
 
 mod load;
-mod locate;
 pub mod model;
 mod watch;
 

@@ -3,10 +3,7 @@
 //! still plain strings here and are checked by `load` when the files are merged.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 /// One file; every top-level key is optional and lists from all files are
@@ -229,91 +226,4 @@ pub struct PolicyPath {
     pub exact: Option<String>,
 }
 
-/// A duration as operators write it: `250ms`, `10s`, `5m`, `1h`. A unit is
-/// required so `10` is never silently taken as seconds or milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-/// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h`; at most a week.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {s:?} has no unit (use ms, s, m or h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => {
-            return Err(format!(
-                "duration {s:?} has unknown unit {unit:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    // A week is far beyond any timeout a proxy should hold; bigger is a typo.
-    match ms {
-        Some(ms) if ms <= 7 * 24 * 3_600_000 => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("duration {s:?} is longer than a week")),
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 250ms, 10s, 5m or 1h")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn durations_refused() {
-        assert_eq!(
-            parse_duration("10"),
-            Err("duration \"10\" has no unit (use ms, s, m or h)".into())
-        );
-        assert_eq!(
-            parse_duration("s"),
-            Err("duration \"s\" does not start with a number".into())
-        );
-        assert_eq!(
-            parse_duration("10 s"),
-            Err("duration \"10 s\" has unknown unit \" s\" (use ms, s, m or h)".into())
-        );
-        assert_eq!(
-            parse_duration("2d"),
-            Err("duration \"2d\" has unknown unit \"d\" (use ms, s, m or h)".into())
-        );
-        assert!(parse_duration("99999999999999999999s").is_err());
-        assert_eq!(
-            parse_duration("200h"),
-            Err("duration \"200h\" is longer than a week".into())
-        );
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("").is_err());
-    }
-}
+pub use ringmesh_yaml::duration::{parse as parse_duration, Dur};

@@ -2,8 +2,8 @@
 //! the immutable, validated `Config` that one epoch of the workers runs on.
 
 pub mod compile;
-pub mod duration;
-mod locate;
+pub use ringmesh_yaml::duration;
+use ringmesh_yaml::locate;
 pub mod model;
 
 use std::fmt;
@@ -34,6 +34,10 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Values a config file may hold with YAML aliases expanded: far above any
+/// real proxy config, far below what hurts.
+const MAX_YAML_VALUES: usize = 1_000_000;
 
 /// Read, parse and compile a config file. Runs on the control thread, never on
 /// a worker: name resolution and regex compilation may take time.
@@ -72,6 +76,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 fn load_str_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    // Counted before serde_yaml runs: it expands aliases first, so a small
+    // file of nested aliases could otherwise take gigabytes.
+    if let Err(line) = locate::expanded_nodes(text, MAX_YAML_VALUES) {
+        return Err(ConfigError {
+            file: path.to_owned(),
+            line: Some(line),
+            field: String::new(),
+            message: format!("more than {MAX_YAML_VALUES} YAML values (aliases expanded)"),
+        });
+    }
     let mut file: model::File = if text.trim().is_empty() {
         model::File::default()
     } else {

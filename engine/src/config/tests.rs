@@ -202,3 +202,18 @@ fn a_regex_cannot_escape_its_anchors() {
     );
     assert!(e.message.starts_with("bad regex"), "{e}");
 }
+
+#[test]
+fn an_alias_bomb_is_refused_before_it_expands() {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let t0 = std::time::Instant::now();
+    let e = load(&text).unwrap_err();
+    assert!(e.message.contains("YAML values (aliases expanded)"), "{e}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+}

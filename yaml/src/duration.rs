@@ -86,4 +86,40 @@ mod tests {
         assert!(parse("99999999999999999999s").is_err());
         assert!(parse("200h").is_err());
     }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_refused() {
+        assert_eq!(
+            parse("10"),
+            Err("duration \"10\" has no unit (use ms, s, m or h)".into())
+        );
+        assert_eq!(
+            parse("s"),
+            Err("duration \"s\" does not start with a number".into())
+        );
+        assert_eq!(
+            parse("10 s"),
+            Err("duration \"10 s\" has unknown unit \" s\" (use ms, s, m or h)".into())
+        );
+        assert_eq!(
+            parse("2d"),
+            Err("duration \"2d\" has unknown unit \"d\" (use ms, s, m or h)".into())
+        );
+        assert!(parse("99999999999999999999s").is_err());
+        assert_eq!(
+            parse("200h"),
+            Err("duration \"200h\" is longer than a week".into())
+        );
+        assert!(parse("-1s").is_err());
+        assert!(parse("").is_err());
+    }
 }

@@ -1,0 +1,8 @@
+//! What the proxy's config loader (`engine/src/config`) and the control
+//! plane's mesh loader (`control/src/mesh`) both need from YAML beyond serde:
+//! the line a field path was written on (`locate`), a bound on alias
+//! expansion before serde sees a file (`locate::expanded_nodes`), and
+//! durations as operators write them (`duration`).
+
+pub mod duration;
+pub mod locate;
