@@ -2,7 +2,11 @@
 //! plane's mesh loader (`control/src/mesh`) both need from YAML beyond serde:
 //! the line a field path was written on (`locate`), a bound on alias
 //! expansion before serde sees a file (`locate::expanded_nodes`), and
-//! durations as operators write them (`duration`).
+//! durations as operators write them (`duration`), and the error that names
+//! file, line and field (`ConfigError`).
 
 pub mod duration;
+mod error;
 pub mod locate;
+
+pub use error::ConfigError;

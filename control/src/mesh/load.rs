@@ -4,7 +4,6 @@
 //! file, the line and the field.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,32 +49,7 @@ pub const RETRY_CONDITIONS: &[&str] = &[
 ];
 
 /// What is wrong with the config directory, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshError {
-    /// The file (or the directory itself when it cannot be read).
-    pub file: PathBuf,
-    /// 1-based, where known.
-    pub line: Option<usize>,
-    /// Field path such as `traffic[0].routes[1].split[0].weight`; indexes
-    /// count within `file`. Empty when the whole file is at fault.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for MeshError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for MeshError {}
+pub type MeshError = ringmesh_yaml::ConfigError;
 
 /// Reads every `*.yaml` / `*.yml` file directly in `dir` (in file-name order;
 /// dotfiles, names ending in `~` and subdirectories are skipped; symlinks are

@@ -6,34 +6,11 @@ pub use ringmesh_yaml::duration;
 use ringmesh_yaml::locate;
 pub mod model;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use compile::{Cluster, Config, Limits, Listener, ListenerKind};
 
-/// A config error names the file, the line (where known) and the field.
-#[derive(Debug, Clone)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use ringmesh_yaml::ConfigError;
 
 /// Values a config file may hold with YAML aliases expanded: far above any
 /// real proxy config, far below what hurts.
