@@ -131,10 +131,22 @@ impl Proxy {
         let dir = scratch_dir("proxy");
         let config_path = dir.join("proxy.yaml");
         fs::write(&config_path, text).unwrap();
+        Proxy::launch(dir, Some(config_path), admin, args)
+    }
+
+    /// Starts the process with only `args` (no `--config`; control mode),
+    /// `--workers 2` unless given, the I/O driver of the suite.
+    pub fn spawn_no_config(admin: SocketAddr, args: &[&str]) -> Proxy {
+        Proxy::launch(scratch_dir("proxy"), None, admin, args)
+    }
+
+    fn launch(dir: PathBuf, config: Option<PathBuf>, admin: SocketAddr, args: &[&str]) -> Proxy {
         let log_path = dir.join("proxy.log");
         let log = fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(proxy_bin());
-        cmd.arg("--config").arg(&config_path);
+        if let Some(c) = &config {
+            cmd.arg("--config").arg(c);
+        }
         if !args.contains(&"--workers") {
             cmd.args(["--workers", "2"]);
         }
@@ -156,43 +168,8 @@ impl Proxy {
         Proxy {
             child: Mutex::new(child),
             admin,
+            config_path: config.unwrap_or_else(|| dir.join("(none)")),
             dir,
-            config_path,
-            log_path,
-            pid,
-        }
-    }
-
-    /// Starts the process with only `args` (no `--config`; control mode),
-    /// `--workers 2` unless given, the I/O driver of the suite.
-    pub fn spawn_no_config(admin: SocketAddr, args: &[&str]) -> Proxy {
-        let dir = scratch_dir("proxy");
-        let config_path = dir.join("(none)");
-        let log_path = dir.join("proxy.log");
-        let log = fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(proxy_bin());
-        if !args.contains(&"--workers") {
-            cmd.args(["--workers", "2"]);
-        }
-        if let Ok(d) = std::env::var("RINGMESH_ITEST_IO_DRIVER") {
-            if !d.is_empty() && !args.contains(&"--io-driver") {
-                cmd.args(["--io-driver", &d]);
-            }
-        }
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .env("RUST_BACKTRACE", "1");
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", proxy_bin().display()));
-        let pid = child.id();
-        Proxy {
-            child: Mutex::new(child),
-            admin,
-            dir,
-            config_path,
             log_path,
             pid,
         }
