@@ -221,9 +221,9 @@ struct Stream {
     known: [Option<String>; TYPES.len()],
     /// Unanswered responses per type: (nonce, version, sent at).
     inflight: [VecDeque<(String, String, Instant)>; TYPES.len()],
-    /// World generation and versions of the last snapshot computed, to skip
-    /// pushes when nothing this node sees changed.
-    computed: Option<(u64, [String; TYPES.len()])>,
+    /// What the last snapshot was computed from, to skip the rebuild when
+    /// nothing this node sees changed.
+    computed: Option<Computed>,
     problem_logged: bool,
     unknown_type_logged: bool,
 }
@@ -380,13 +380,13 @@ impl Stream {
 
     /// The responses to send now, in push order, recorded as sent.
     fn responses(&mut self, world: &World) -> Vec<DiscoveryResponse> {
-        let unchanged = self.computed.as_ref().is_some_and(|(g, versions)| {
-            *g == world.generation
-                && (0..TYPES.len())
-                    .all(|i| !self.subscribed[i] || self.known[i].as_ref() == Some(&versions[i]))
-        });
-        if unchanged {
-            return Vec::new();
+        if let Some(c) = self.computed.as_mut() {
+            let sent = (0..TYPES.len())
+                .all(|i| !self.subscribed[i] || self.known[i].as_ref() == Some(&c.versions[i]));
+            if sent && c.still_current(world) {
+                c.generation = world.generation;
+                return Vec::new();
+            }
         }
         let snap = snapshot::build(world, &self.info);
         if snap.problem.is_some() != self.problem_logged {
@@ -422,9 +422,39 @@ impl Stream {
             r.sent_nonce = Some(nonce);
             r.sent_at = Some(now);
         }
-        let versions = TYPES.map(|t| snap.get(t).version.clone());
-        self.computed = Some((world.generation, versions));
+        self.computed = Some(Computed {
+            generation: world.generation,
+            mesh: world.mesh.clone(),
+            versions: TYPES.map(|t| snap.get(t).version.clone()),
+            deps: snap.deps,
+        });
         out
+    }
+}
+
+/// The inputs and result of a stream's last snapshot.
+struct Computed {
+    /// The world generation it was built (or last found current) at.
+    generation: u64,
+    /// The mesh it was built from; another mesh means a rebuild.
+    mesh: Arc<crate::mesh::Mesh>,
+    /// Services whose instances it used (`Snapshot::deps`).
+    deps: Vec<u32>,
+    versions: [String; TYPES.len()],
+}
+
+impl Computed {
+    /// Whether `world` would give the same snapshot: the same mesh, and no
+    /// service this node's endpoints come from changed its instances since.
+    fn still_current(&self, world: &World) -> bool {
+        self.generation == world.generation
+            || (Arc::ptr_eq(&self.mesh, &world.mesh)
+                && self.deps.iter().all(|&i| {
+                    world
+                        .instances_changed
+                        .get(i as usize)
+                        .is_some_and(|&g| g <= self.generation)
+                }))
     }
 }
 

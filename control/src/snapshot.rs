@@ -77,6 +77,9 @@ pub struct Snapshot {
     types: Vec<TypeSnapshot>,
     /// Why the node gets nothing (its service is not in the mesh).
     pub problem: Option<String>,
+    /// The services (indexes in `mesh.services`) whose instances this
+    /// snapshot's endpoints come from; sorted, unique.
+    pub deps: Vec<u32>,
 }
 
 impl Snapshot {
@@ -93,11 +96,15 @@ struct Builder {
     listeners: BTreeMap<String, Arc<Hashed>>,
     routes: BTreeMap<String, Arc<Hashed>>,
     policies: BTreeMap<String, Arc<Hashed>>,
+    deps: Vec<u32>,
 }
 
 impl Builder {
-    fn finish(self, problem: Option<String>) -> Snapshot {
+    fn finish(mut self, problem: Option<String>) -> Snapshot {
+        self.deps.sort_unstable();
+        self.deps.dedup();
         Snapshot {
+            deps: self.deps,
             types: vec![
                 TypeSnapshot::new(self.clusters),
                 TypeSnapshot::new(self.endpoints),
@@ -388,6 +395,9 @@ fn outbound(b: &mut Builder, world: &World, svc: &Service, node: &NodeInfo) {
         );
     }
     for (name, r) in refs {
+        if let Some(i) = world.service_index(&r.service) {
+            b.deps.push(i as u32);
+        }
         if let Some(c) = world.cluster(&r) {
             b.clusters.insert(name.clone(), c);
         }

@@ -54,7 +54,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(mesh: Mesh, opts: Options, store: Option<Store>) -> Arc<Self> {
         let mesh = Arc::new(mesh);
-        let world = World::new(0, 0, mesh.clone(), BTreeMap::new());
+        let world = World::new(0, 0, mesh.clone(), BTreeMap::new(), None);
         let (world_tx, _) = watch::channel(Arc::new(world));
         let (shutdown_tx, _) = watch::channel(false);
         Arc::new(Self {
@@ -206,7 +206,14 @@ impl Shared {
         };
         let mesh = lock(&self.mesh).clone();
         let generation = self.world_generation.fetch_add(1, Relaxed) + 1;
-        let world = World::new(generation, registry_generation, mesh, instances);
+        let prev = self.world_tx.borrow().clone();
+        let world = World::new(
+            generation,
+            registry_generation,
+            mesh,
+            instances,
+            Some(&prev),
+        );
         self.world_tx.send_replace(Arc::new(world));
         registry_generation
     }

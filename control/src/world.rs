@@ -62,6 +62,12 @@ pub struct World {
     /// announced service, sorted by node id. Services not in the mesh too.
     pub instances: BTreeMap<ServiceKey, Vec<Arc<NodeInfo>>>,
     services: HashMap<ServiceKey, usize>,
+    /// Per mesh service (by index in `mesh.services`): the generation at
+    /// which its registered instances last changed. A stream whose snapshot
+    /// uses none of the services changed since it last built skips the
+    /// rebuild, so a proxy joining wakes every stream but costs only its
+    /// callers a snapshot.
+    pub instances_changed: Vec<u64>,
     clusters: HashMap<String, Arc<Hashed>>,
     endpoints: HashMap<String, Arc<Hashed>>,
 }
@@ -72,6 +78,7 @@ impl World {
         registry_generation: u64,
         mesh: Arc<Mesh>,
         instances: BTreeMap<ServiceKey, Vec<Arc<NodeInfo>>>,
+        prev: Option<&World>,
     ) -> Self {
         let services = mesh
             .services
@@ -84,10 +91,26 @@ impl World {
             registry_generation,
             mesh,
             instances,
+            instances_changed: Vec::new(),
             services,
             clusters: HashMap::new(),
             endpoints: HashMap::new(),
         };
+        world.instances_changed = world
+            .mesh
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match prev {
+                Some(p)
+                    if Arc::ptr_eq(&p.mesh, &world.mesh)
+                        && p.instances.get(&s.key) == world.instances.get(&s.key) =>
+                {
+                    p.instances_changed[i]
+                }
+                _ => generation,
+            })
+            .collect();
         let mut refs = BTreeSet::new();
         for s in &world.mesh.services {
             for p in &s.ports {
@@ -126,6 +149,11 @@ impl World {
 
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
         self.services.get(key).map(|&i| &self.mesh.services[i])
+    }
+
+    /// Index of a service in `mesh.services` (and `instances_changed`).
+    pub fn service_index(&self, key: &ServiceKey) -> Option<usize> {
+        self.services.get(key).copied()
     }
 
     /// The outbound cluster resource of `r` (cached when the mesh names it).

@@ -109,7 +109,7 @@ fn world(mesh: &Mesh, nodes: &[&NodeInfo]) -> World {
             .or_default()
             .push(Arc::new((*n).clone()));
     }
-    World::new(1, 1, Arc::new(mesh.clone()), instances)
+    World::new(1, 1, Arc::new(mesh.clone()), instances, None)
 }
 
 fn cluster<'s>(s: &'s Snapshot, name: &str) -> &'s v1::Cluster {
@@ -706,4 +706,43 @@ fn versions_change_only_for_the_types_whose_content_changed() {
     // The mesh version string alone changes nothing.
     m.version = "other".into();
     assert_eq!(changed(&s4, &build(&world(&m, &[&a1, &b1, &b2]), &a1)), []);
+}
+
+#[test]
+fn a_world_records_which_services_changed_instances_and_snapshots_name_their_deps() {
+    let m = Arc::new(mesh());
+    let instances = |nodes: &[&NodeInfo]| {
+        let mut m: BTreeMap<ServiceKey, Vec<Arc<NodeInfo>>> = BTreeMap::new();
+        for n in nodes {
+            m.entry(n.service_key())
+                .or_default()
+                .push(Arc::new((*n).clone()));
+        }
+        m
+    };
+    let a1 = node("a-1", "a", "10.0.0.1", &[]);
+    let b1 = node("b-1", "b", "10.0.0.2", &[("version", "v1")]);
+    let b2 = node("b-2", "b", "10.0.0.3", &[("version", "v2")]);
+    let w1 = World::new(1, 1, m.clone(), instances(&[&a1, &b1]), None);
+    let w2 = World::new(2, 2, m.clone(), instances(&[&a1, &b1, &b2]), Some(&w1));
+    let ia = w2.service_index(&a1.service_key()).unwrap();
+    let ib = w2.service_index(&b1.service_key()).unwrap();
+    assert_eq!(w1.instances_changed[ia], 1);
+    assert_eq!(w2.instances_changed[ia], 1, "a's instances did not change");
+    assert_eq!(w2.instances_changed[ib], 2, "b gained an instance");
+    // Another mesh: every service counts as changed.
+    let w3 = World::new(
+        3,
+        3,
+        Arc::new(mesh()),
+        instances(&[&a1, &b1, &b2]),
+        Some(&w2),
+    );
+    assert!(w3.instances_changed.iter().all(|&g| g == 3));
+
+    // A node of `a` (which calls b) depends on b, whose endpoints it was
+    // given.
+    let s = build(&w2, &a1);
+    assert!(s.deps.contains(&(ib as u32)), "{:?}", s.deps);
+    assert!(s.deps.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
 }
