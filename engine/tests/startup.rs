@@ -431,8 +431,13 @@ fn cpu_list_pins_each_worker() {
     );
     let mut seen = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{}/task", proxy.pid())).unwrap() {
-        let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        // A short-lived thread may be gone between the listing and the read.
+        let Ok(task) = task.map(|t| t.path()) else {
+            continue;
+        };
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
         if let Some(w) = name.trim().strip_prefix("ringmesh-w") {
             let allowed = std::fs::read_to_string(task.join("status"))
                 .unwrap()
