@@ -42,6 +42,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free ports: all bound at once, so none is handed out twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -164,14 +172,8 @@ impl ControlPlane {
         let config_dir = dir.join("mesh");
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&config_dir).unwrap();
-        ControlPlane::start_at(
-            dir,
-            config_dir,
-            data_dir,
-            local(free_port()),
-            local(free_port()),
-            grace,
-        )
+        let [grpc, admin] = free_ports();
+        ControlPlane::start_at(dir, config_dir, data_dir, local(grpc), local(admin), grace)
     }
 
     fn start_at(
@@ -284,7 +286,7 @@ pub struct NodeSpec<'a> {
 
 impl MeshProxy {
     pub fn start(dir: &Path, cp: &ControlPlane, n: NodeSpec) -> MeshProxy {
-        let (admin, inbound, outbound) = (free_port(), free_port(), free_port());
+        let [admin, inbound, outbound] = free_ports();
         let mut args: Vec<String> = [
             "--control",
             &cp.url(),
