@@ -34,19 +34,30 @@ pub fn proxy_bin() -> PathBuf {
     bin
 }
 
+/// A port that was free a moment ago. Never the same port twice within this
+/// test process: the kernel hands a just-released port straight out again,
+/// and a proxy binds its listeners only once its config has arrived.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
 }
 
-/// `N` distinct free ports: all bound at once, so none is handed out twice.
+/// `N` distinct free ports, none handed out before in this process.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..1000 {
+        if held.len() == N {
+            break;
+        }
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), N, "no fresh free ports after 1000 tries");
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
