@@ -214,6 +214,7 @@ fn inbound(b: &mut Builder, svc: &Service, node: &NodeInfo) {
                     address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), app).to_string(),
                     node_id: node.id.clone(),
                     zone: node.zone.clone(),
+                    mtls: false,
                 }],
             }),
         );
@@ -235,6 +236,7 @@ fn inbound(b: &mut Builder, svc: &Service, node: &NodeInfo) {
                 route_table: if http { name.clone() } else { String::new() },
                 cluster: if http { String::new() } else { name.clone() },
                 idle_timeout: None,
+                ..Default::default()
             }),
         );
         if http {
@@ -364,6 +366,7 @@ fn outbound(b: &mut Builder, world: &World, svc: &Service, node: &NodeInfo) {
                             route_table: String::new(),
                             cluster: own_name,
                             idle_timeout: None,
+                            ..Default::default()
                         }),
                     );
                 }
@@ -383,6 +386,7 @@ fn outbound(b: &mut Builder, world: &World, svc: &Service, node: &NodeInfo) {
                 route_table: "outbound".into(),
                 cluster: String::new(),
                 idle_timeout: None,
+                ..Default::default()
             }),
         );
         put(

@@ -256,6 +256,7 @@ impl World {
                 address: SocketAddr::new(node.address, port).to_string(),
                 node_id: node.id.clone(),
                 zone: node.zone.clone(),
+                mtls: true,
             });
         }
         for se in &svc.static_endpoints {
@@ -271,6 +272,7 @@ impl World {
                 address: address.to_string(),
                 node_id: String::new(),
                 zone: se.zone.clone(),
+                mtls: false,
             });
         }
         endpoints.sort_by(|a, b| (&a.address, &a.node_id).cmp(&(&b.address, &b.node_id)));

@@ -246,6 +246,7 @@ fn endpoints(version: &str, eps: &[(&str, &[SocketAddr])]) -> pb::DiscoveryRespo
                                 address: a.to_string(),
                                 node_id: "up-1".into(),
                                 zone: "z1".into(),
+                                mtls: false,
                             })
                             .collect(),
                     }),

@@ -81,6 +81,7 @@ mod tests {
                 code: 3,
                 message: "route web/0: unknown cluster \"x\"".into(),
             }),
+            csr: None,
         };
         let back = DiscoveryRequest::decode(nack.encode_to_vec().as_slice()).unwrap();
         assert_eq!(

@@ -246,6 +246,7 @@ async fn node_stream(
             version_info: r.version_info,
             response_nonce: r.nonce,
             error_detail: None,
+            csr: None,
         };
         tx.send(ack).await.map_err(|_| "request stream closed")?;
         let now = Instant::now();

@@ -241,6 +241,7 @@ impl Proxy {
                 version_info: versions[i].into(),
                 response_nonce: String::new(),
                 error_detail: None,
+                csr: None,
             })
             .await;
         }
@@ -270,6 +271,7 @@ impl Proxy {
                 version_info: r.version_info.clone(),
                 response_nonce: r.nonce.clone(),
                 error_detail: None,
+                csr: None,
             })
             .await
             .is_ok()
@@ -301,6 +303,7 @@ impl Proxy {
             version_info: r.version_info.clone(),
             response_nonce: r.nonce.clone(),
             error_detail: None,
+            csr: None,
         })
         .await;
     }
@@ -315,6 +318,7 @@ impl Proxy {
                 code: 3,
                 message: message.into(),
             }),
+            csr: None,
         })
         .await;
     }

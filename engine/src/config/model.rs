@@ -19,6 +19,33 @@ pub struct File {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// The proxy's mesh identity for mTLS between proxies. With `--control`
+    /// the control plane issues it from the proxy's CSR instead.
+    #[serde(default)]
+    pub identity: Option<Identity>,
+}
+
+/// PEM material given as a file path in YAML, or held in memory when it came
+/// from the control plane (or was generated in the process). In-memory PEM is
+/// never serialized: `/config_dump` must not show a private key.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip)]
+    pub inline: Option<std::sync::Arc<[u8]>>,
+}
+
+/// An X.509-SVID: `spiffe://<trust domain>/ns/<namespace>/sa/<service>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The certificate chain, leaf first.
+    pub certificate: Pem,
+    pub private_key: Pem,
+    /// Every root to trust (several while a root is rotated).
+    pub trust_bundle: Pem,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -93,6 +120,101 @@ pub struct Listener {
     pub cluster: Option<String>,
     #[serde(default)]
     pub idle_timeout: Option<Dur>,
+    /// Mesh mTLS on an inbound listener, with the proxy's identity.
+    #[serde(default)]
+    pub mtls: Option<ListenerMtls>,
+    /// Edge TLS: server certificates chosen by SNI.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Who may call: evaluated per request (HTTP) or connection (TCP).
+    #[serde(default)]
+    pub authorization: Vec<AuthzPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// mTLS from a mesh identity only.
+    #[default]
+    Strict,
+    /// mTLS or plaintext on one port, told apart by the first bytes.
+    Permissive,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerMtls {
+    #[serde(default)]
+    pub mode: MtlsMode,
+    /// PERMISSIVE: how long to wait for the first bytes before treating the
+    /// connection as plaintext.
+    #[serde(default)]
+    pub detect_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Vec<ServerCertificate>,
+    /// ALPN protocols to offer, in preference order.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCertificate {
+    /// Exact names or `*.suffix`; empty: the default certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    pub certificate: Pem,
+    pub private_key: Pem,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthzAction {
+    Allow,
+    Deny,
+}
+
+/// DENY policies first; then, if any ALLOW policy exists, the request must
+/// match one; no policy: allowed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzPolicy {
+    pub name: String,
+    pub action: AuthzAction,
+    /// The policy matches when any rule matches.
+    pub rules: Vec<AuthzRule>,
+}
+
+/// Every non-empty field must match.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzRule {
+    /// Exact SPIFFE IDs of the caller.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// Any caller identity in these namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<AuthzPath>,
+    /// The listener's port (for TCP the only thing besides the identity).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzPath {
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -234,6 +356,24 @@ pub struct Cluster {
     pub max_idle_per_endpoint: usize,
     #[serde(default = "Cluster::default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// The endpoints are ringmesh proxies: connect with mTLS and require
+    /// this identity.
+    #[serde(default)]
+    pub mtls: Option<ClusterMtls>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMtls {
+    /// The SPIFFE ID the peer proxy must present.
+    pub identity: String,
+    /// The server name sent in the ClientHello (default: the cluster name
+    /// up to its first ':').
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Endpoints outside the mesh, reached in plaintext.
+    #[serde(default)]
+    pub plaintext_endpoints: Vec<String>,
 }
 
 impl Cluster {

@@ -210,6 +210,7 @@ impl Client {
                 version_info: self.state.version(kind).to_owned(),
                 response_nonce: String::new(),
                 error_detail: None,
+                csr: None,
             });
         }
         let mut client =
@@ -413,6 +414,7 @@ impl Client {
                 version_info,
                 response_nonce: a.nonce,
                 error_detail,
+                csr: None,
             });
         }
         if self.state.complete() && !self.shared.ready.load(Ordering::Acquire) {

@@ -47,6 +47,7 @@ fn endpoints(name: &str, addrs: &[&str]) -> PbKind {
                 address: (*a).into(),
                 node_id: "n".into(),
                 zone: String::new(),
+                mtls: false,
             })
             .collect(),
     })
@@ -935,6 +936,7 @@ fn the_bootstrap_is_merged_and_clashes_are_refused() {
         connect_timeout: model::Cluster::default_connect_timeout(),
         max_idle_per_endpoint: 1,
         idle_timeout: model::Cluster::default_idle_timeout(),
+        mtls: None,
     });
     b.listeners.push(model::Listener {
         name: "static".into(),
@@ -943,6 +945,9 @@ fn the_bootstrap_is_merged_and_clashes_are_refused() {
         virtual_hosts: vec![],
         cluster: Some("static".into()),
         idle_timeout: None,
+        mtls: None,
+        tls: None,
+        authorization: vec![],
     });
     let s = base();
     let c = build(&b, Path::new("boot.yaml"), &s).unwrap();

@@ -108,6 +108,7 @@ fn cluster(c: &pb::Cluster, eps: Option<&pb::ClusterEndpoints>) -> Result<model:
         },
         idle_timeout: opt_duration("idle_timeout", c.idle_timeout.as_ref())?
             .unwrap_or_else(model::Cluster::default_idle_timeout),
+        mtls: None,
     })
 }
 
@@ -136,6 +137,9 @@ fn listener(l: &pb::Listener, state: &State) -> Result<Option<model::Listener>, 
                 virtual_hosts: Vec::new(),
                 cluster: Some(l.cluster.clone()),
                 idle_timeout: opt_duration("idle_timeout", l.idle_timeout.as_ref()).map_err(ctx)?,
+                mtls: None,
+                tls: None,
+                authorization: Vec::new(),
             }))
         }
         model::Protocol::Http => {
@@ -159,6 +163,9 @@ fn listener(l: &pb::Listener, state: &State) -> Result<Option<model::Listener>, 
                 virtual_hosts: route_table(table)?,
                 cluster: None,
                 idle_timeout: None,
+                mtls: None,
+                tls: None,
+                authorization: Vec::new(),
             }))
         }
     }
