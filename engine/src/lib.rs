@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod bufpool;
 pub mod config;
 pub mod control;
