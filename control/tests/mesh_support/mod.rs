@@ -176,6 +176,7 @@ pub struct ControlPlane {
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     grace: String,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
@@ -184,18 +185,41 @@ impl ControlPlane {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&config_dir).unwrap();
         let [grpc, admin] = free_ports();
-        ControlPlane::start_at(dir, config_dir, data_dir, local(grpc), local(admin), grace)
+        ControlPlane::start_at(
+            dir,
+            config_dir,
+            data_dir,
+            (local(grpc), local(admin)),
+            grace,
+            Vec::new(),
+        )
+    }
+
+    /// `start` with more `serve` flags (CA files, certificate lifetime).
+    pub fn start_with(dir: &Path, grace: &str, extra: &[&str]) -> ControlPlane {
+        let config_dir = dir.join("mesh");
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let [grpc, admin] = free_ports();
+        ControlPlane::start_at(
+            dir,
+            config_dir,
+            data_dir,
+            (local(grpc), local(admin)),
+            grace,
+            extra.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     fn start_at(
         dir: &Path,
         config_dir: PathBuf,
         data_dir: PathBuf,
-        grpc: SocketAddr,
-        admin: SocketAddr,
+        (grpc, admin): (SocketAddr, SocketAddr),
         grace: &str,
+        extra: Vec<String>,
     ) -> ControlPlane {
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "serve".into(),
             "--config-dir".into(),
             config_dir.display().to_string(),
@@ -208,6 +232,7 @@ impl ControlPlane {
             "--grace-period".into(),
             grace.into(),
         ];
+        args.extend(extra.iter().cloned());
         let proc = Process::spawn("control", &control_bin(), &args, dir);
         let cp = ControlPlane {
             proc,
@@ -216,6 +241,7 @@ impl ControlPlane {
             config_dir,
             data_dir,
             grace: grace.into(),
+            extra,
         };
         let up = wait_until(Duration::from_secs(20), || {
             http_get(cp.admin, "localhost", "/healthz").is_ok_and(|r| r.status == 200)
@@ -228,15 +254,16 @@ impl ControlPlane {
     /// directories and data.
     pub fn restart_after_kill(mut self, dir: &Path) -> ControlPlane {
         self.proc.kill();
-        let (c, d, g, a, grace) = (
+        let (c, d, g, a, grace, extra) = (
             self.config_dir.clone(),
             self.data_dir.clone(),
             self.grpc,
             self.admin,
             self.grace.clone(),
+            self.extra.clone(),
         );
         drop(self);
-        ControlPlane::start_at(dir, c, d, g, a, &grace)
+        ControlPlane::start_at(dir, c, d, (g, a), &grace, extra)
     }
 
     pub fn url(&self) -> String {
@@ -256,6 +283,12 @@ impl ControlPlane {
     pub fn metrics(&self) -> String {
         let r = http_get(self.admin, "localhost", "/metrics").expect("GET /metrics");
         String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    /// SIGHUP: the control plane reloads its CA files.
+    pub fn hup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGHUP) };
     }
 
     /// `ringmesh-control status --admin ADDR`, as an operator runs it.
@@ -368,8 +401,27 @@ pub struct App {
     stop: Arc<AtomicBool>,
 }
 
+/// What an application answers with.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Its name.
+    Name,
+    /// `<name> xfcc=<x-forwarded-client-cert or "none">`.
+    ClientCert,
+}
+
 impl App {
     pub fn start(name: &str) -> App {
+        App::start_answering(name, Answer::Name)
+    }
+
+    /// An app whose body also shows the `x-forwarded-client-cert` header the
+    /// proxy in front of it added.
+    pub fn start_echo_client_cert(name: &str) -> App {
+        App::start_answering(name, Answer::ClientCert)
+    }
+
+    fn start_answering(name: &str, answer: Answer) -> App {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let hits = Arc::new(AtomicU64::new(0));
@@ -382,7 +434,7 @@ impl App {
                 }
                 let Ok(c) = c else { continue };
                 let (n, h) = (n.clone(), h.clone());
-                thread::spawn(move || serve_app(c, &n, &h));
+                thread::spawn(move || serve_app(c, &n, &h, answer));
             }
         });
         App {
@@ -401,12 +453,13 @@ impl Drop for App {
     }
 }
 
-fn serve_app(c: TcpStream, name: &str, hits: &AtomicU64) {
+fn serve_app(c: TcpStream, name: &str, hits: &AtomicU64, answer: Answer) {
     let _ = c.set_nodelay(true);
     let mut r = BufReader::new(c.try_clone().unwrap());
     let mut w = c;
     loop {
         let mut len = 0usize;
+        let mut xfcc = String::from("none");
         let mut line = String::new();
         match r.read_line(&mut line) {
             Ok(0) | Err(_) => return,
@@ -425,6 +478,9 @@ fn serve_app(c: TcpStream, name: &str, hits: &AtomicU64) {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = v.trim().parse().unwrap_or(0);
                 }
+                if k.eq_ignore_ascii_case("x-forwarded-client-cert") {
+                    xfcc = v.trim().to_string();
+                }
             }
         }
         let mut body = vec![0; len];
@@ -432,9 +488,13 @@ fn serve_app(c: TcpStream, name: &str, hits: &AtomicU64) {
             return;
         }
         hits.fetch_add(1, Ordering::Relaxed);
+        let text = match answer {
+            Answer::Name => name.to_string(),
+            Answer::ClientCert => format!("{name} xfcc={xfcc}"),
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app: {name}\r\n\r\n{name}",
-            name.len()
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app: {name}\r\n\r\n{text}",
+            text.len()
         );
         if w.write_all(resp.as_bytes()).is_err() {
             return;
@@ -467,22 +527,40 @@ impl Client {
     }
 
     pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Resp> {
+        self.request("GET", host, path, &[])
+    }
+
+    /// One request with extra header lines (no body).
+    pub fn request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Resp> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             s.set_nodelay(true)?;
             self.conn = Some(BufReader::new(s));
         }
-        let r = self.exchange(host, path);
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
+        if method != "GET" && method != "HEAD" {
+            req.push_str("content-length: 0\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let r = self.exchange(&req);
         if r.is_err() {
             self.conn = None;
         }
         r
     }
 
-    fn exchange(&mut self, host: &str, path: &str) -> std::io::Result<Resp> {
+    fn exchange(&mut self, req: &str) -> std::io::Result<Resp> {
         let c = self.conn.as_mut().unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n");
         c.get_mut().write_all(req.as_bytes())?;
         let mut line = String::new();
         if c.read_line(&mut line)? == 0 {
