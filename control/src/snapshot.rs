@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ringmesh_proto::v1::{self, resource::Kind, ResourceType};
 
+use crate::ca::Issued;
 use crate::hash::{self, Fnv128};
 use crate::mesh::{
     HeaderMatchKind, MtlsMode, PathMatch, Policy, PolicyAction, Protocol, Service, ServiceKey,
@@ -131,6 +132,42 @@ fn put(map: &mut BTreeMap<String, Arc<Hashed>>, name: String, kind: Kind) {
         }),
     );
 }
+
+/// A node's SECRET set: `trust-bundle` (every root and the trust domain)
+/// and, once issued, `identity` (its certificate chain, no key).
+pub fn secrets(
+    roots: &[String],
+    trust_domain: &str,
+    issued: Option<(&Issued, &str)>,
+) -> TypeSnapshot {
+    let mut m = BTreeMap::new();
+    let bundle = v1::Secret {
+        name: TRUST_BUNDLE.into(),
+        kind: Some(v1::secret::Kind::TrustBundle(v1::TrustBundle {
+            root_certificates_pem: roots.iter().map(|r| r.as_bytes().to_vec()).collect(),
+            trust_domain: trust_domain.to_owned(),
+        })),
+    };
+    put(&mut m, TRUST_BUNDLE.into(), Kind::Secret(bundle));
+    if let Some((i, request_id)) = issued {
+        let identity = v1::Secret {
+            name: IDENTITY.into(),
+            kind: Some(v1::secret::Kind::IssuedCertificate(v1::IssuedCertificate {
+                certificate_chain_pem: i.chain_pem.as_bytes().to_vec(),
+                spiffe_id: i.spiffe_id.clone(),
+                not_before_unix: i.not_before,
+                not_after_unix: i.not_after,
+                request_id: request_id.to_owned(),
+            })),
+        };
+        put(&mut m, IDENTITY.into(), Kind::Secret(identity));
+    }
+    TypeSnapshot::new(m)
+}
+
+/// Names of a node's SECRET resources.
+pub const TRUST_BUNDLE: &str = "trust-bundle";
+pub const IDENTITY: &str = "identity";
 
 /// Builds node `node`'s snapshot from `world`.
 pub fn build(world: &World, node: &NodeInfo) -> Snapshot {

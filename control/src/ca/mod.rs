@@ -10,6 +10,7 @@ pub mod store;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rcgen::{Issuer, KeyPair, SerialNumber};
@@ -52,7 +53,11 @@ pub struct Ca {
     /// The signing certificate's subject, for logs.
     pub subject: String,
     pub lifetime: Duration,
+    /// Unique per load in this process: streams tell a reloaded CA apart.
+    pub generation: u64,
 }
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 impl Ca {
     /// Loads (or on first start generates) the CA from `source`. Errors name
@@ -174,6 +179,7 @@ impl Ca {
             roots: roots.iter().map(|d| pem::encode_cert(d)).collect(),
             subject: signing.subject().to_string(),
             lifetime,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
         })
     }
 }
