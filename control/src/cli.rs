@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mesh in a config directory to every proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the nodes, their versions and errors from a running control plane.
     Status(StatusArgs),
 }
