@@ -23,6 +23,8 @@ pub mod translate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_identity;
 
 use std::error::Error as _;
 use std::future::Future;
