@@ -195,13 +195,18 @@ pub fn bundle_pem(bundle: &pb::TrustBundle) -> Arc<[u8]> {
 pub fn check_secret(r: &pb::Resource, s: &pb::Secret) -> Result<pb::Secret, String> {
     let ctx = |m: &str| format!("secret {:?}: {m}", r.name);
     if !s.name.is_empty() && s.name != r.name {
-        return Err(ctx(&format!("secret.name is {:?}, not the resource name", s.name)));
+        return Err(ctx(&format!(
+            "secret.name is {:?}, not the resource name",
+            s.name
+        )));
     }
     match &s.kind {
         None => return Err(ctx("holds no kind")),
         Some(SecretKind::TrustBundle(b)) => {
             if r.name != TRUST_BUNDLE {
-                return Err(ctx(&format!("a trust bundle must be named {TRUST_BUNDLE:?}")));
+                return Err(ctx(&format!(
+                    "a trust bundle must be named {TRUST_BUNDLE:?}"
+                )));
             }
             if b.trust_domain.is_empty() {
                 return Err(ctx("trust_domain is empty"));
@@ -218,7 +223,9 @@ pub fn check_secret(r: &pb::Resource, s: &pb::Secret) -> Result<pb::Secret, Stri
         }
         Some(SecretKind::IssuedCertificate(_)) => {
             if r.name != IDENTITY {
-                return Err(ctx(&format!("an issued certificate must be named {IDENTITY:?}")));
+                return Err(ctx(&format!(
+                    "an issued certificate must be named {IDENTITY:?}"
+                )));
             }
         }
         Some(SecretKind::TlsCertificate(t)) => {
@@ -237,7 +244,11 @@ pub fn check_secret(r: &pb::Resource, s: &pb::Secret) -> Result<pb::Secret, Stri
 
 /// After a SECRET response: decides which identity `next` holds. Returns the
 /// request id whose key the new certificate consumed, if any.
-pub fn resolve(next: &mut State, pending: &Pending, node: &pb::Node) -> Result<Option<String>, String> {
+pub fn resolve(
+    next: &mut State,
+    pending: &Pending,
+    node: &pb::Node,
+) -> Result<Option<String>, String> {
     let Some(bundle) = trust_bundle(next) else {
         return Err(format!("the secret set has no {TRUST_BUNDLE:?}"));
     };

@@ -564,10 +564,7 @@ impl Client {
                     Some(a) if a.expired_at(now) => format!("certificate {} expired", a.serial),
                     Some(a) => format!("renewing certificate {}", a.serial),
                 };
-                crate::log::info(&format!(
-                    "sent CSR {:?} for {id} ({why})",
-                    csr.request_id
-                ));
+                crate::log::info(&format!("sent CSR {:?} for {id} ({why})", csr.request_id));
                 Some(csr)
             }
             Err(e) => {
@@ -619,7 +616,9 @@ impl Client {
     /// An expired certificate is logged once; the proxy keeps serving with it
     /// (it is not ready, see `admin::is_ready`) until a new one arrives.
     fn check_expiry(&mut self) {
-        let Some(a) = &self.state.identity else { return };
+        let Some(a) = &self.state.identity else {
+            return;
+        };
         if !a.expired_at(identity::unix_now())
             || self.expiry_logged.as_deref() == Some(a.serial.as_str())
         {

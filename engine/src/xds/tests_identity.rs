@@ -231,7 +231,9 @@ fn a_certificate_for_another_identity_is_refused() {
     let err = apply_secret(&s, &pending, &resp).unwrap_err();
     assert_eq!(
         err,
-        format!("secret \"identity\": the certificate's URI SANs are [{other:?}], this proxy is {ME:?}")
+        format!(
+            "secret \"identity\": the certificate's URI SANs are [{other:?}], this proxy is {ME:?}"
+        )
     );
     // The field naming another identity is refused before parsing.
     let resp = secrets(
@@ -367,7 +369,10 @@ fn the_secret_set_is_checked() {
     let pending = Pending::default();
     let s = State::default();
     let cases: Vec<(pb::DiscoveryResponse, &str)> = vec![
-        (secrets("x", vec![]), "the secret set has no \"trust-bundle\""),
+        (
+            secrets("x", vec![]),
+            "the secret set has no \"trust-bundle\"",
+        ),
         (
             secrets(
                 "x",
@@ -514,10 +519,7 @@ fn with_listener(
     let (s, _) = with_identity(ca);
     let mut all = vec![
         secret("trust-bundle", bundle(&[&ca.pem])),
-        (
-            "identity",
-            PbKind::Secret(s.secrets["identity"].clone()),
-        ),
+        ("identity", PbKind::Secret(s.secrets["identity"].clone())),
     ];
     all.extend(extra_secrets);
     let s = s.apply(Kind::Secret, &secrets("s3", all))?;
@@ -525,7 +527,10 @@ fn with_listener(
         Kind::Cluster,
         &response(Kind::Cluster, "c1", vec![cluster_res("inbound:9080", "")]),
     )?;
-    s.apply(Kind::Listener, &response(Kind::Listener, "l1", vec![listener]))
+    s.apply(
+        Kind::Listener,
+        &response(Kind::Listener, "l1", vec![listener]),
+    )
 }
 
 fn the_listener(s: &State) -> Result<model::Listener, String> {
@@ -572,7 +577,10 @@ fn cluster_mtls_follows_the_expected_identity_and_the_endpoints() {
     assert_eq!(m.identity, id);
     assert_eq!(m.sni.as_deref(), Some("reviews.default"));
     assert_eq!(m.plaintext_endpoints, ["10.0.0.9:9080"]);
-    assert!(get("plain.default:80").mtls.is_none(), "every endpoint plaintext");
+    assert!(
+        get("plain.default:80").mtls.is_none(),
+        "every endpoint plaintext"
+    );
     assert!(get("static:80").mtls.is_none(), "no expected identity");
     assert!(build(&model::File::default(), Path::new("cp"), &s).is_ok());
 }
@@ -585,15 +593,24 @@ fn listener_mtls_modes() {
         (pb::MtlsMode::Permissive, Some(model::MtlsMode::Permissive)),
         (pb::MtlsMode::Unspecified, None),
     ] {
-        let s = with_listener(&ca, vec![], tcp_listener("inbound:9080", |l| {
-            l.set_mtls_mode(mode);
-        }))
+        let s = with_listener(
+            &ca,
+            vec![],
+            tcp_listener("inbound:9080", |l| {
+                l.set_mtls_mode(mode);
+            }),
+        )
         .unwrap();
         let l = the_listener(&s).unwrap();
         assert_eq!(l.mtls.as_ref().map(|m| m.mode), want, "{mode:?}");
         assert!(l.mtls.as_ref().is_none_or(|m| m.detect_timeout.is_none()));
     }
-    let s = with_listener(&ca, vec![], tcp_listener("inbound:9080", |l| l.mtls_mode = 9)).unwrap();
+    let s = with_listener(
+        &ca,
+        vec![],
+        tcp_listener("inbound:9080", |l| l.mtls_mode = 9),
+    )
+    .unwrap();
     assert_eq!(
         the_listener(&s).unwrap_err(),
         "listener \"inbound:9080\": mtls_mode: unknown value 9"
@@ -726,7 +743,9 @@ fn bad_authorization_policies_are_refused_by_name() {
         let s = with_listener(
             &ca,
             vec![],
-            tcp_listener("inbound:9080", |l| l.authorization_policies = vec![p.clone()]),
+            tcp_listener("inbound:9080", |l| {
+                l.authorization_policies = vec![p.clone()]
+            }),
         )
         .unwrap();
         assert_eq!(the_listener(&s).unwrap_err(), want);
@@ -819,8 +838,12 @@ fn an_unknown_or_wrong_secret_is_refused() {
     .unwrap_err();
     assert_eq!(err, "listener \"edge\": unknown secret \"edge-a\"");
     // ALPN alone means nothing.
-    let s = with_listener(&ca, vec![], tcp_listener("edge", |l| l.alpn = vec!["h2".into()]))
-        .unwrap();
+    let s = with_listener(
+        &ca,
+        vec![],
+        tcp_listener("edge", |l| l.alpn = vec!["h2".into()]),
+    )
+    .unwrap();
     assert_eq!(
         the_listener(&s).unwrap_err(),
         "listener \"edge\": alpn without sni_certificates"
