@@ -123,20 +123,21 @@ async fn read_plain<I: AsyncReadRent, C: TlsCell, T: IoBufMut>(
         return (Ok(0), buf);
     }
     loop {
+        // Some(result): done; None: fed ciphertext, look again; no ciphertext
+        // in hand: read the socket.
         let step = tls.with(|t| {
             if let Some(r) = copy_plain(t, &mut buf) {
-                return Some(r);
+                return Some(Some(r));
             }
             if ci.pending() {
-                return feed(t, ci).err().map(Err);
+                return Some(feed(t, ci).err().map(Err));
             }
             None
         });
-        if let Some(r) = step {
-            return (r, buf);
-        }
-        if ci.pending() {
-            continue;
+        match step {
+            Some(Some(r)) => return (r, buf),
+            Some(None) => continue,
+            None => {}
         }
         let mut b = std::mem::take(&mut ci.buf);
         b.clear();
