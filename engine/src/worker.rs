@@ -359,7 +359,8 @@ impl Worker {
                     None => Some(crate::conn::Conn::Plain(stream)),
                     Some(t) => {
                         let timeout = epoch.config.limits.request_head_timeout;
-                        let fut = crate::tls::accept(t, stream, timeout, stats.tls.as_ref(), &l.name);
+                        let fut =
+                            crate::tls::accept(t, stream, timeout, stats.tls.as_ref(), &l.name);
                         Box::pin(fut).await
                     }
                 };

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -34,7 +34,10 @@ fn ca(name: &str) -> Ca {
     dn.push(DnType::CommonName, name);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::hours(1);
     p.not_after = now + time::Duration::days(1);
@@ -171,23 +174,33 @@ fn mtls_call_carries_both_identities_to_the_app() {
     let (a, a_port) = proxy_a(&pki, b_port, &id("b"));
     let url = format!("http://127.0.0.1:{a_port}/hello");
     for _ in 0..3 {
-        let r = curl(&["-sS", "-H", "x-forwarded-client-cert: By=evil;URI=evil", &url]);
+        let r = curl(&[
+            "-sS",
+            "-H",
+            "x-forwarded-client-cert: By=evil;URI=evil",
+            &url,
+        ]);
         assert!(ok(&r), "curl failed: {}", r.stderr);
-        assert!(r.stdout.contains("\"path\":\"/hello\""), "body: {}", r.stdout);
+        assert!(
+            r.stdout.contains("\"path\":\"/hello\""),
+            "body: {}",
+            r.stdout
+        );
     }
     let seen = app.last_request("/hello").expect("the app saw the request");
     assert_eq!(
         seen.headers_all("x-forwarded-client-cert"),
         vec![format!("By={};URI={}", id("b"), id("a")).as_str()]
     );
-    // Pooled: three requests, one handshake on each side.
+    // Pooled: three requests, at most one handshake per worker (2 workers).
     let m = a.metrics();
-    assert_metric_line(&m, "ringmesh_tls_handshakes_total{cluster=\"b\"} 1");
+    let hs = metric_value(&m, "ringmesh_tls_handshakes_total{cluster=\"b\"}").unwrap();
+    assert!((1.0..=2.0).contains(&hs), "handshakes: {hs}");
     assert_metric_line(&m, "ringmesh_upstream_tls_failures_total{cluster=\"b\"} 0");
-    assert_metric_line(
-        &b.metrics(),
-        "ringmesh_tls_handshakes_total{listener=\"inbound\"} 1",
-    );
+    let inbound = b
+        .metric("ringmesh_tls_handshakes_total{listener=\"inbound\"}")
+        .unwrap();
+    assert_eq!(inbound, hs);
 }
 
 #[test]
@@ -218,11 +231,7 @@ fn wrong_server_identity_is_a_counted_503() {
         &a.metrics(),
         "ringmesh_upstream_tls_failures_total{cluster=\"b\"} 1",
     );
-    assert!(
-        a.log().contains("is not the expected"),
-        "log: {}",
-        a.log()
-    );
+    assert!(a.log().contains("is not the expected"), "log: {}", a.log());
 }
 
 /// curl straight to B's inbound port with a client certificate (`-k`: SVIDs
@@ -252,15 +261,27 @@ fn strict_refuses_foreign_root_expired_and_plaintext() {
     let other = ca("other root");
     let (c, k) = pki.pair("foreign", &other, spiffe("a"), false);
     let r = curl_mtls(b_port, &c, &k);
-    assert!(!ok(&r) && r.stdout.is_empty(), "foreign root accepted: {}", r.stdout);
+    assert!(
+        !ok(&r) && r.stdout.is_empty(),
+        "foreign root accepted: {}",
+        r.stdout
+    );
 
     let (c, k) = pki.pair("expired", &pki.ca, spiffe("a"), true);
     let r = curl_mtls(b_port, &c, &k);
-    assert!(!ok(&r) && r.stdout.is_empty(), "expired cert accepted: {}", r.stdout);
+    assert!(
+        !ok(&r) && r.stdout.is_empty(),
+        "expired cert accepted: {}",
+        r.stdout
+    );
 
     // STRICT: plaintext gets no HTTP response at all.
     let r = curl(&["-sS", &format!("http://127.0.0.1:{b_port}/plain")]);
-    assert!(!ok(&r) && r.stdout.is_empty(), "plaintext answered: {}", r.stdout);
+    assert!(
+        !ok(&r) && r.stdout.is_empty(),
+        "plaintext answered: {}",
+        r.stdout
+    );
 
     assert_eq!(app.request_count(), 1);
     let v = b
@@ -335,8 +356,18 @@ fn edge_tls_picks_certificate_by_sni_and_negotiates_alpn() {
     let pki = Pki::new();
     let app = Upstream::start("app");
     let ca_file = pki.bundle();
-    let (ac, ak) = pki.pair("a.test", &pki.ca, SanType::DnsName("a.test".try_into().unwrap()), false);
-    let (bc, bk) = pki.pair("w", &pki.ca, SanType::DnsName("x.b.test".try_into().unwrap()), false);
+    let (ac, ak) = pki.pair(
+        "a.test",
+        &pki.ca,
+        SanType::DnsName("a.test".try_into().unwrap()),
+        false,
+    );
+    let (bc, bk) = pki.pair(
+        "w",
+        &pki.ca,
+        SanType::DnsName("x.b.test".try_into().unwrap()),
+        false,
+    );
     let port = free_port();
     let _p = Proxy::start(&format!(
         "listeners:\n{}clusters:\n{}",
@@ -366,7 +397,9 @@ fn edge_tls_picks_certificate_by_sni_and_negotiates_alpn() {
             "{host}: {}",
             r.stderr
         );
-        assert!(r.stderr.contains(&format!("subjectAltName: host \"{host}\" matched")));
+        assert!(r
+            .stderr
+            .contains(&format!("subjectAltName: host \"{host}\" matched")));
     }
     let seen = app.last_request("/edge").unwrap();
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
@@ -399,14 +432,19 @@ fn tls_config_errors_name_the_field() {
         cluster_yaml("app", &[local(1)])
     ));
     assert!(
-        out.contains("listeners[0].tls.certificates[0].certificate.file: cannot read /nonexistent/x.pem"),
+        out.contains(
+            "listeners[0].tls.certificates[0].certificate.file: cannot read /nonexistent/x.pem"
+        ),
         "{out}"
     );
     let out = validate(&format!(
         "clusters:\n  - name: x\n    endpoints: [\"127.0.0.1:1\"]\n  - name: y\n    endpoints: [\"127.0.0.1:1\"]\n  - name: z\n    endpoints: [\"127.0.0.1:1\"]\n    mtls: {{ identity: \"{}\" }}\n",
         id("b")
     ));
-    assert!(out.contains("clusters[2].mtls: the config has no identity"), "{out}");
+    assert!(
+        out.contains("clusters[2].mtls: the config has no identity"),
+        "{out}"
+    );
     let out = validate(&format!(
         "{}listeners:\n{}{}clusters:\n{}",
         pki.identity("b"),
@@ -419,5 +457,8 @@ fn tls_config_errors_name_the_field() {
         ),
         cluster_yaml("app", &[local(1)])
     ));
-    assert!(out.contains("listeners[1]: mtls and tls cannot both be set"), "{out}");
+    assert!(
+        out.contains("listeners[1]: mtls and tls cannot both be set"),
+        "{out}"
+    );
 }

@@ -316,7 +316,10 @@ fn cluster_tls(
         .or_else(|e| err(format!("{f}.mtls.sni"), format!("{sni:?}: {e}")))?;
     let mut plaintext = Vec::with_capacity(m.plaintext_endpoints.len());
     for (j, e) in m.plaintext_endpoints.iter().enumerate() {
-        plaintext.push(resolve_one(&format!("{f}.mtls.plaintext_endpoints[{j}]"), e)?);
+        plaintext.push(resolve_one(
+            &format!("{f}.mtls.plaintext_endpoints[{j}]"),
+            e,
+        )?);
     }
     Ok(crate::tls::UpstreamTls {
         config: id

@@ -111,10 +111,12 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let xfcc = match &epoch.config.listeners[listener].tls {
-        Some(crate::tls::DownstreamTls::Mesh { own_id, .. }) => Some(match stream.peer_identity() {
-            Some(p) => format!("By={own_id};URI={p}").into_bytes().into(),
-            None => Box::default(),
-        }),
+        Some(crate::tls::DownstreamTls::Mesh { own_id, .. }) => {
+            Some(match stream.peer_identity() {
+                Some(p) => format!("By={own_id};URI={p}").into_bytes().into(),
+                None => Box::default(),
+            })
+        }
         _ => None,
     };
     let mut c = Conn {

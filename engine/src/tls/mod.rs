@@ -170,8 +170,12 @@ fn certs(f: &str, p: &model::Pem) -> CResult<Vec<CertificateDer<'static>>> {
 
 fn key(f: &str, p: &model::Pem) -> CResult<PrivateKeyDer<'static>> {
     let pem = read_pem(f, p)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| (f.to_owned(), format!("no usable private key in the PEM: {e}")))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        (
+            f.to_owned(),
+            format!("no usable private key in the PEM: {e}"),
+        )
+    })
 }
 
 /// A certificate chain with its key, checked to belong together.

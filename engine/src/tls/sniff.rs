@@ -82,7 +82,13 @@ mod tests {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Sniff::Plain);
         assert_eq!(classify(&[0x16, 0x03]), Sniff::NeedMore);
         assert_eq!(classify(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]), Sniff::Tls);
-        assert_eq!(classify(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x02]), Sniff::Plain);
-        assert_eq!(classify(&[0x16, 0x09, 0x01, 0x02, 0x00, 0x01]), Sniff::Plain);
+        assert_eq!(
+            classify(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x02]),
+            Sniff::Plain
+        );
+        assert_eq!(
+            classify(&[0x16, 0x09, 0x01, 0x02, 0x00, 0x01]),
+            Sniff::Plain
+        );
     }
 }

@@ -248,9 +248,7 @@ unsafe impl IoBufMut for RawBuf {
 fn first_iovec_mut<T: IoVecBufMut>(buf: &mut T) -> RawBuf {
     let (p, n) = (buf.write_iovec_ptr(), buf.write_iovec_len());
     // SAFETY: the iovec array is valid for `n` entries while we own `buf`.
-    let iov = (0..n)
-        .map(|i| unsafe { *p.add(i) })
-        .find(|v| v.iov_len > 0);
+    let iov = (0..n).map(|i| unsafe { *p.add(i) }).find(|v| v.iov_len > 0);
     iov.map_or(RawBuf(std::ptr::null_mut(), 0), |v| {
         RawBuf(v.iov_base.cast(), v.iov_len)
     })
@@ -259,9 +257,7 @@ fn first_iovec_mut<T: IoVecBufMut>(buf: &mut T) -> RawBuf {
 fn first_iovec<T: IoVecBuf>(buf: &T) -> RawBuf {
     let (p, n) = (buf.read_iovec_ptr(), buf.read_iovec_len());
     // SAFETY: as in first_iovec_mut.
-    let iov = (0..n)
-        .map(|i| unsafe { *p.add(i) })
-        .find(|v| v.iov_len > 0);
+    let iov = (0..n).map(|i| unsafe { *p.add(i) }).find(|v| v.iov_len > 0);
     iov.map_or(RawBuf(std::ptr::null_mut(), 0), |v| {
         RawBuf(v.iov_base.cast(), v.iov_len)
     })
@@ -380,7 +376,11 @@ impl TlsStream {
         rec.reserve(len);
         let (res, slice) = self
             .io
-            .read_exact(monoio::buf::SliceMut::new(rec, RECORD_HEADER, RECORD_HEADER + len))
+            .read_exact(monoio::buf::SliceMut::new(
+                rec,
+                RECORD_HEADER,
+                RECORD_HEADER + len,
+            ))
             .await;
         res?;
         self.cipher.buf = slice.into_inner();

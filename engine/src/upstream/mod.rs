@@ -10,10 +10,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::model::LbPolicy;
-use crate::conn::Conn;
-use crate::tls::TlsStats;
 use crate::config::Cluster;
+use crate::conn::Conn;
 use crate::metrics::{label, Counter, Histogram, Registry};
+use crate::tls::TlsStats;
 pub use pool::Endpoint;
 
 /// Counters of one cluster in one worker.
