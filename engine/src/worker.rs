@@ -99,6 +99,8 @@ pub struct EpochLocal {
 
 /// (listener index, route id, cluster index, status class); `u32::MAX` for none.
 type RequestKey = (u32, u32, u32, u8);
+/// Cluster stats by (name, has mTLS).
+type ClusterStatsMap = FxHashMap<(Arc<str>, bool), Rc<ClusterStats>>;
 /// Listener stats by (name, is tcp, has tls): a listener that changes kind
 /// gets fresh series.
 type ListenerStatsMap = FxHashMap<(Arc<str>, bool, bool), Rc<ListenerStats>>;
@@ -152,7 +154,7 @@ pub struct Worker {
     pub access_log: AccessLog,
     epoch: RefCell<Rc<EpochLocal>>,
     clusters: RefCell<FxHashMap<Arc<str>, Rc<ClusterState>>>,
-    cluster_stats: RefCell<FxHashMap<(Arc<str>, bool), Rc<ClusterStats>>>,
+    cluster_stats: RefCell<ClusterStatsMap>,
     listener_stats: RefCell<ListenerStatsMap>,
     /// Accept loops running, by address, with their stop signal.
     running: RefCell<FxHashMap<SocketAddr, Rc<Notify>>>,
