@@ -155,6 +155,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "HTTP requests answered, by listener, route, cluster and status class.",
     ),
     (
+        "ringmesh_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed, per listener (downstream) or cluster (upstream).",
+    ),
+    (
+        "ringmesh_downstream_tls_failures_total",
+        "counter",
+        "Downstream TLS handshakes that failed (certificate refused, protocol, timeout).",
+    ),
+    (
+        "ringmesh_upstream_tls_failures_total",
+        "counter",
+        "Upstream mTLS handshakes that failed (peer identity, chain, protocol, timeout).",
+    ),
+    (
         "ringmesh_upstream_connect_failures_total",
         "counter",
         "Upstream connection attempts that failed.",
