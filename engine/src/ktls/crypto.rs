@@ -93,9 +93,7 @@ pub(crate) fn iv_salt(s: &ConnectionTrafficSecrets) -> (Vec<u8>, Vec<u8>) {
     match s {
         ConnectionTrafficSecrets::Aes128Gcm { iv, salt, .. } => (iv.to_vec(), salt.to_vec()),
         ConnectionTrafficSecrets::Aes256Gcm { iv, salt, .. } => (iv.to_vec(), salt.to_vec()),
-        ConnectionTrafficSecrets::Chacha20Poly1305 { iv, salt, .. } => {
-            (iv.to_vec(), salt.to_vec())
-        }
+        ConnectionTrafficSecrets::Chacha20Poly1305 { iv, salt, .. } => (iv.to_vec(), salt.to_vec()),
         _ => (Vec::new(), Vec::new()),
     }
 }

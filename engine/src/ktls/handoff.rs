@@ -16,20 +16,25 @@ use super::stream::{retire_after, KeyUsage, KtlsStream};
 pub enum OffloadError {
     /// Nothing was taken from the session: carry on in user-space rustls with
     /// the socket and connection as they are.
-    Declined {
-        tcp: TcpStream,
-        conn: rustls::Connection,
-        error: io::Error,
-    },
+    Declined(Box<Declined>),
     /// The secrets had already left rustls when the kernel refused them; the
     /// session cannot continue anywhere. Close the socket.
     Failed(io::Error),
 }
 
+/// The pieces given back by a declined hand-off.
+#[derive(Debug)]
+pub struct Declined {
+    pub tcp: TcpStream,
+    pub conn: rustls::Connection,
+    pub error: io::Error,
+}
+
 impl OffloadError {
     pub fn error(&self) -> &io::Error {
         match self {
-            OffloadError::Declined { error, .. } | OffloadError::Failed(error) => error,
+            OffloadError::Declined(d) => &d.error,
+            OffloadError::Failed(error) => error,
         }
     }
 }
@@ -45,14 +50,19 @@ pub fn offload(
 ) -> Result<(KtlsStream, Vec<u8>), OffloadError> {
     let decline = |tcp, conn, kind, msg: String| {
         super::count_offload(false);
-        Err(OffloadError::Declined {
+        Err(OffloadError::Declined(Box::new(Declined {
             tcp,
             conn,
             error: io::Error::new(kind, msg),
-        })
+        })))
     };
     if conn.is_handshaking() {
-        return decline(tcp, conn, io::ErrorKind::InvalidInput, "the handshake is not finished".into());
+        return decline(
+            tcp,
+            conn,
+            io::ErrorKind::InvalidInput,
+            "the handshake is not finished".into(),
+        );
     }
     if conn.wants_write() {
         return decline(
@@ -89,10 +99,22 @@ pub fn offload(
     }
     let pending = match conn.process_new_packets() {
         Ok(state) if state.peer_has_closed() => {
-            return decline(tcp, conn, io::ErrorKind::UnexpectedEof, "the peer already sent close_notify".into());
+            return decline(
+                tcp,
+                conn,
+                io::ErrorKind::UnexpectedEof,
+                "the peer already sent close_notify".into(),
+            );
         }
         Ok(state) => state.plaintext_bytes_to_read(),
-        Err(e) => return decline(tcp, conn, io::ErrorKind::InvalidData, format!("rustls: {e}")),
+        Err(e) => {
+            return decline(
+                tcp,
+                conn,
+                io::ErrorKind::InvalidData,
+                format!("rustls: {e}"),
+            )
+        }
     };
     // SAFETY: `tcp` owns the descriptor and outlives every use of `fd` below
     // (they all end before `tcp` is moved into the stream or dropped).

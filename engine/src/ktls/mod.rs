@@ -16,9 +16,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-pub use crypto::{crypto_info, CryptoInfo, Suite};
 use crypto::dummy_tx;
-pub use handoff::{offload, OffloadError};
+pub use crypto::{crypto_info, CryptoInfo, Suite};
+pub use handoff::{offload, Declined, OffloadError};
 pub use stream::{KeyUsage, KtlsStream, ReadHalf, WriteHalf};
 
 /// `--ktls`: whether mesh connections move to kernel TLS after the handshake.
@@ -94,8 +94,7 @@ impl fmt::Display for Support {
 /// set once). Setting TLS_TX is what makes the kernel load `gcm(aes)` etc.,
 /// so a kernel with `tls.ko` but no crypto modules is caught here.
 pub fn probe() -> Result<Support, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("probe listener: {e}"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("probe listener: {e}"))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("probe listener: {e}"))?;
@@ -103,7 +102,9 @@ pub fn probe() -> Result<Support, String> {
     let mut refused = Vec::new();
     for suite in Suite::ALL {
         let client = TcpStream::connect(addr).map_err(|e| format!("probe connect: {e}"))?;
-        let _server = listener.accept().map_err(|e| format!("probe accept: {e}"))?;
+        let _server = listener
+            .accept()
+            .map_err(|e| format!("probe accept: {e}"))?;
         if let Err(e) = ktls_core::setup_ulp(&client) {
             return Err(if e.is_ktls_unsupported() {
                 format!("the kernel has no TLS ULP (CONFIG_TLS / module tls not loaded): {e}")
@@ -155,9 +156,7 @@ fn decide(
                 Ok(Some(s))
             }
             Err(e) => {
-                crate::log::info(&format!(
-                    "kTLS unavailable ({e}); using user-space rustls"
-                ));
+                crate::log::info(&format!("kTLS unavailable ({e}); using user-space rustls"));
                 Ok(None)
             }
         },
@@ -184,6 +183,12 @@ pub(crate) fn count_offload(ok: bool) {
     // Once per connection, at the end of its handshake: a shared atomic is
     // cheap enough and keeps the counter process-wide.
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// NewSessionTickets that reached a kTLS socket and were skipped (the peer
+/// had tickets on; mesh configs turn them off).
+pub fn tickets_skipped() -> u64 {
+    record::TICKETS_SKIPPED.load(Ordering::Relaxed)
 }
 
 /// The process-wide kTLS series for the admin `/metrics` page.

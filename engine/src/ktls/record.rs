@@ -4,6 +4,10 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Session tickets the kernel met after a hand-off and we skipped (process-wide).
+pub(crate) static TICKETS_SKIPPED: AtomicU64 = AtomicU64::new(0);
 
 const CONTENT_ALERT: u8 = 21;
 const CONTENT_HANDSHAKE: u8 = 22;
@@ -48,7 +52,10 @@ pub(crate) fn classify(kind: u8, payload: &[u8]) -> io::Result<Control> {
             _ => Err(invalid("malformed TLS alert record")),
         },
         CONTENT_HANDSHAKE => match payload.first() {
-            Some(&HANDSHAKE_NEW_SESSION_TICKET) => Ok(Control::Skip),
+            Some(&HANDSHAKE_NEW_SESSION_TICKET) => {
+                TICKETS_SKIPPED.fetch_add(1, Ordering::Relaxed);
+                Ok(Control::Skip)
+            }
             Some(&HANDSHAKE_KEY_UPDATE) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "peer key update unsupported on this kernel",

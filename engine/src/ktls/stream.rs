@@ -3,7 +3,6 @@
 //! (EIO on read) and close_notify take a synchronous cmsg syscall.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -57,7 +56,9 @@ impl KeyUsage {
 
     fn add_write(&self, bytes: usize) {
         let recs = (bytes as u64).div_ceil(MAX_RECORD);
-        self.0.records.set(self.0.records.get().saturating_add(recs));
+        self.0
+            .records
+            .set(self.0.records.get().saturating_add(recs));
     }
 }
 
@@ -129,95 +130,85 @@ impl AsRawFd for KtlsStream {
 }
 
 impl AsyncReadRent for KtlsStream {
-    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            let mut buf = buf;
-            loop {
-                if self.rx_eof {
-                    return (Ok(0), buf);
-                }
-                let (res, b) = self.tcp.read(buf).await;
-                buf = b;
-                if !is_eio(&res) {
-                    return (res, buf);
-                }
-                if let Err(e) = self.on_eio() {
-                    return (Err(e), buf);
-                }
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        let mut buf = buf;
+        loop {
+            if self.rx_eof {
+                return (Ok(0), buf);
+            }
+            let (res, b) = self.tcp.read(buf).await;
+            buf = b;
+            if !is_eio(&res) {
+                return (res, buf);
+            }
+            if let Err(e) = self.on_eio() {
+                return (Err(e), buf);
             }
         }
     }
 
-    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            let mut buf = buf;
-            loop {
-                if self.rx_eof {
-                    return (Ok(0), buf);
-                }
-                let (res, b) = self.tcp.readv(buf).await;
-                buf = b;
-                if !is_eio(&res) {
-                    return (res, buf);
-                }
-                if let Err(e) = self.on_eio() {
-                    return (Err(e), buf);
-                }
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        let mut buf = buf;
+        loop {
+            if self.rx_eof {
+                return (Ok(0), buf);
+            }
+            let (res, b) = self.tcp.readv(buf).await;
+            buf = b;
+            if !is_eio(&res) {
+                return (res, buf);
+            }
+            if let Err(e) = self.on_eio() {
+                return (Err(e), buf);
             }
         }
     }
 }
 
 impl AsyncWriteRent for KtlsStream {
-    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            let (res, buf) = self.tcp.write(buf).await;
-            if let Ok(n) = res {
-                self.usage.add_write(n);
-            }
-            (res, buf)
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        let (res, buf) = self.tcp.write(buf).await;
+        if let Ok(n) = res {
+            self.usage.add_write(n);
         }
+        (res, buf)
     }
 
-    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            let (res, buf) = self.tcp.writev(buf).await;
-            if let Ok(n) = res {
-                self.usage.add_write(n);
-            }
-            (res, buf)
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        let (res, buf) = self.tcp.writev(buf).await;
+        if let Ok(n) = res {
+            self.usage.add_write(n);
         }
+        (res, buf)
     }
 
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
-        self.tcp.flush()
+    async fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush().await
     }
 
     /// Sends close_notify (an alert record through the TLS_SET_RECORD_TYPE
     /// cmsg), then shuts the write side of the socket.
-    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
-        async move {
-            if !self.tx_closed {
-                let fd = self.tcp.as_raw_fd();
-                loop {
-                    // level warning (1), close_notify (0)
-                    let mut alert = [1u8, 0];
-                    match ktls_core::ffi::send_tls_control_message(
-                        fd,
-                        ktls_core::tls::ContentType::Alert,
-                        &mut alert,
-                    ) {
-                        Ok(_) => break,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.tcp.writable(false).await?
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
+    async fn shutdown(&mut self) -> io::Result<()> {
+        if !self.tx_closed {
+            let fd = self.tcp.as_raw_fd();
+            loop {
+                // level warning (1), close_notify (0)
+                let mut alert = [1u8, 0];
+                match ktls_core::ffi::send_tls_control_message(
+                    fd,
+                    ktls_core::tls::ContentType::Alert,
+                    &mut alert,
+                ) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.tcp.writable(false).await?
                     }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
-                self.tx_closed = true;
             }
-            self.tcp.shutdown().await
+            self.tx_closed = true;
         }
+        self.tcp.shutdown().await
     }
 }

@@ -19,26 +19,29 @@ pub const SERVER_NAME: &str = "reviews.ringmesh.test";
 /// negotiating exactly `suite`, with secret extraction on. `tickets`: how many
 /// NewSessionTickets the server sends after the handshake (0 on mesh hops;
 /// more exercises the kTLS control-record path).
-pub fn configs(suite: Suite, tickets: usize) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), String> {
+pub fn configs(
+    suite: Suite,
+    tickets: usize,
+) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let root_key = KeyPair::generate().map_err(|x| e(&x))?;
     let mut root = CertificateParams::default();
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let root_cert = root.self_signed(&root_key).map_err(|x| e(&x))?;
     let issuer = Issuer::new(root, root_key);
-    let leaf = |san: SanType| -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-        let key = KeyPair::generate().map_err(|x| e(&x))?;
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![san];
-        let cert = p.signed_by(&key, &issuer).map_err(|x| e(&x))?;
-        Ok((
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        ))
-    };
-    let (server_chain, server_key) = leaf(SanType::DnsName(
-        SERVER_NAME.try_into().map_err(|x| e(&x))?,
-    ))?;
+    let leaf =
+        |san: SanType| -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+            let key = KeyPair::generate().map_err(|x| e(&x))?;
+            let mut p = CertificateParams::default();
+            p.subject_alt_names = vec![san];
+            let cert = p.signed_by(&key, &issuer).map_err(|x| e(&x))?;
+            Ok((
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            ))
+        };
+    let (server_chain, server_key) =
+        leaf(SanType::DnsName(SERVER_NAME.try_into().map_err(|x| e(&x))?))?;
     let (client_chain, client_key) = leaf(SanType::URI(
         "spiffe://cluster.local/ns/default/sa/productpage"
             .try_into()
@@ -49,7 +52,9 @@ pub fn configs(suite: Suite, tickets: usize) -> Result<(Arc<ServerConfig>, Arc<C
     let roots = Arc::new(roots);
 
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.retain(|s| Suite::of(*s) == Some(suite));
+    provider
+        .cipher_suites
+        .retain(|s| Suite::of(*s) == Some(suite));
     let provider = Arc::new(provider);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()
@@ -90,7 +95,10 @@ pub fn server_conn(cfg: Arc<ServerConfig>) -> Result<rustls::Connection, String>
 /// time (5-byte header, then exactly its body) so nothing past the last
 /// handshake record is taken off the socket, and flushes what rustls queued
 /// (the client's Finished, the server's tickets).
-pub fn handshake_std<S: Read + Write>(sock: &mut S, conn: &mut rustls::Connection) -> io::Result<()> {
+pub fn handshake_std<S: Read + Write>(
+    sock: &mut S,
+    conn: &mut rustls::Connection,
+) -> io::Result<()> {
     loop {
         while conn.wants_write() {
             conn.write_tls(sock)?;
@@ -112,8 +120,15 @@ pub fn handshake_std<S: Read + Write>(sock: &mut S, conn: &mut rustls::Connectio
 }
 
 /// Runs a handshake between two in-memory connections.
-pub fn handshake_in_memory(client: &mut rustls::Connection, server: &mut rustls::Connection) -> io::Result<()> {
-    while client.is_handshaking() || server.is_handshaking() || client.wants_write() || server.wants_write() {
+pub fn handshake_in_memory(
+    client: &mut rustls::Connection,
+    server: &mut rustls::Connection,
+) -> io::Result<()> {
+    while client.is_handshaking()
+        || server.is_handshaking()
+        || client.wants_write()
+        || server.wants_write()
+    {
         transfer(client, server)?;
         transfer(server, client)?;
     }

@@ -7,7 +7,9 @@ use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRent
 use monoio::net::{TcpListener, TcpStream};
 
 use super::crypto::iv_salt;
-use super::testing::{client_conn, configs, handshake_in_memory, handshake_std, server_conn, transfer};
+use super::testing::{
+    client_conn, configs, handshake_in_memory, handshake_std, server_conn, transfer,
+};
 use super::*;
 
 /// This kernel has kTLS when the tls module is loaded (it then creates
@@ -42,7 +44,8 @@ fn mode_parses_the_flag_values() {
 
 #[test]
 fn on_refuses_to_start_without_ktls_auto_and_off_fall_back() {
-    let unsupported = || Err("the kernel has no TLS ULP (CONFIG_TLS / module tls not loaded): x".to_owned());
+    let unsupported =
+        || Err("the kernel has no TLS ULP (CONFIG_TLS / module tls not loaded): x".to_owned());
     assert_eq!(
         decide(Mode::On, unsupported).unwrap_err(),
         "--ktls on: kernel TLS is not available on this host: the kernel has no TLS ULP \
@@ -51,7 +54,9 @@ fn on_refuses_to_start_without_ktls_auto_and_off_fall_back() {
     );
     assert_eq!(decide(Mode::Auto, unsupported), Ok(None));
     assert_eq!(
-        decide(Mode::Off, || -> Result<Support, String> { panic!("off must not probe") }),
+        decide(Mode::Off, || -> Result<Support, String> {
+            panic!("off must not probe")
+        }),
         Ok(None)
     );
     let all = Support {
@@ -60,7 +65,10 @@ fn on_refuses_to_start_without_ktls_auto_and_off_fall_back() {
         chacha20_poly1305: true,
     };
     assert_eq!(decide(Mode::On, || Ok(all)), Ok(Some(all)));
-    assert_eq!(all.to_string(), "TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256");
+    assert_eq!(
+        all.to_string(),
+        "TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256"
+    );
 }
 
 #[test]
@@ -69,9 +77,17 @@ fn init_on_fails_here_with_a_clear_message() {
         return;
     }
     let e = probe().unwrap_err();
-    assert!(e.starts_with("the kernel has no TLS ULP (CONFIG_TLS / module tls not loaded): "), "{e}");
+    assert!(
+        e.starts_with("the kernel has no TLS ULP (CONFIG_TLS / module tls not loaded): "),
+        "{e}"
+    );
     let e = init(Mode::On).unwrap_err();
-    assert!(e.starts_with("--ktls on: kernel TLS is not available on this host: the kernel has no TLS ULP"), "{e}");
+    assert!(
+        e.starts_with(
+            "--ktls on: kernel TLS is not available on this host: the kernel has no TLS ULP"
+        ),
+        "{e}"
+    );
     assert_eq!(init(Mode::Auto), Ok(None));
     assert_eq!(enabled(), None);
 }
@@ -81,8 +97,14 @@ fn metrics_lines() {
     let mut extra = Vec::new();
     metrics(&mut extra);
     let out = crate::metrics::render(&[], &extra);
-    assert!(out.contains("# TYPE ringmesh_ktls_enabled gauge\nringmesh_ktls_enabled 0\n"), "{out}");
-    assert!(out.contains("# TYPE ringmesh_ktls_offloads_total counter\nringmesh_ktls_offloads_total "), "{out}");
+    assert!(
+        out.contains("# TYPE ringmesh_ktls_enabled gauge\nringmesh_ktls_enabled 0\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("# TYPE ringmesh_ktls_offloads_total counter\nringmesh_ktls_offloads_total "),
+        "{out}"
+    );
     assert!(out.contains("# TYPE ringmesh_ktls_offload_failures_total counter\nringmesh_ktls_offload_failures_total "), "{out}");
 }
 
@@ -104,9 +126,18 @@ fn raw(s: &rustls::ConnectionTrafficSecrets) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn crypto_info_from_a_real_session() {
     // The kernel ABI (include/uapi/linux/tls.h): info(4) iv key salt rec_seq(8).
-    assert_eq!(std::mem::size_of::<libc::tls12_crypto_info_aes_gcm_128>(), 4 + 8 + 16 + 4 + 8);
-    assert_eq!(std::mem::size_of::<libc::tls12_crypto_info_aes_gcm_256>(), 4 + 8 + 32 + 4 + 8);
-    assert_eq!(std::mem::size_of::<libc::tls12_crypto_info_chacha20_poly1305>(), 4 + 12 + 32 + 8);
+    assert_eq!(
+        std::mem::size_of::<libc::tls12_crypto_info_aes_gcm_128>(),
+        4 + 8 + 16 + 4 + 8
+    );
+    assert_eq!(
+        std::mem::size_of::<libc::tls12_crypto_info_aes_gcm_256>(),
+        4 + 8 + 32 + 4 + 8
+    );
+    assert_eq!(
+        std::mem::size_of::<libc::tls12_crypto_info_chacha20_poly1305>(),
+        4 + 12 + 32 + 8
+    );
     for (suite, key_len) in [
         (Suite::Aes128Gcm, 16),
         (Suite::Aes256Gcm, 32),
@@ -116,7 +147,10 @@ fn crypto_info_from_a_real_session() {
         let mut client = client_conn(ccfg).unwrap();
         let mut server = server_conn(scfg).unwrap();
         handshake_in_memory(&mut client, &mut server).unwrap();
-        assert_eq!(client.negotiated_cipher_suite().and_then(Suite::of), Some(suite));
+        assert_eq!(
+            client.negotiated_cipher_suite().and_then(Suite::of),
+            Some(suite)
+        );
         // One record client -> server, two server -> client.
         client.writer().write_all(b"ping").unwrap();
         transfer(&mut client, &mut server).unwrap();
@@ -236,12 +270,15 @@ fn offload_declined_continues_in_user_space() {
             sock.set_nonblocking(true).unwrap();
             let tcp = TcpStream::from_std(sock).unwrap();
             let (mut tcp, mut conn, error) = match offload(tcp, conn) {
-                Err(OffloadError::Declined { tcp, conn, error }) => (tcp, conn, error),
+                Err(OffloadError::Declined(d)) => (d.tcp, d.conn, d.error),
                 Err(OffloadError::Failed(e)) => panic!("lost the session: {e}"),
                 Ok(_) => panic!("kTLS on a kernel without it"),
             };
             assert_eq!(error.kind(), std::io::ErrorKind::Unsupported, "{error}");
-            assert!(error.to_string().contains("No such file or directory"), "{error}");
+            assert!(
+                error.to_string().contains("No such file or directory"),
+                "{error}"
+            );
             conn.writer().write_all(b"ping").unwrap();
             flush_tls(&mut tcp, &mut conn).await;
             // The server's session ticket, which arrived after the handshake,
@@ -259,12 +296,14 @@ fn offload_declines_an_unfinished_handshake() {
         Box::pin(async {
             let (_, ccfg) = configs(Suite::Aes128Gcm, 0).unwrap();
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let tcp = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
             let conn = client_conn(ccfg).unwrap();
             match offload(tcp, conn) {
-                Err(OffloadError::Declined { error, conn, .. }) => {
-                    assert_eq!(error.to_string(), "the handshake is not finished");
-                    assert!(conn.is_handshaking());
+                Err(OffloadError::Declined(d)) => {
+                    assert_eq!(d.error.to_string(), "the handshake is not finished");
+                    assert!(d.conn.is_handshaking());
                 }
                 _ => panic!("expected Declined"),
             }
