@@ -12,6 +12,7 @@ pub mod conn;
 pub mod control;
 pub mod http1;
 pub mod io;
+pub mod ktls;
 pub mod l4;
 pub mod listener;
 pub mod log;

@@ -221,6 +221,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "1 while the stream to the control plane is up (control mode only).",
     ),
     (
+        "ringmesh_ktls_enabled",
+        "gauge",
+        "1 when mesh TLS connections move to kernel TLS after the handshake (--ktls and the start-up probe).",
+    ),
+    (
+        "ringmesh_ktls_offloads_total",
+        "counter",
+        "TLS sessions handed to kernel TLS.",
+    ),
+    (
+        "ringmesh_ktls_offload_failures_total",
+        "counter",
+        "kTLS hand-offs that did not happen (declined: continued in user space; or failed: closed).",
+    ),
+    (
         "ringmesh_control_updates_total",
         "counter",
         "Control-plane responses applied (ack) or refused (nack), by resource type.",
