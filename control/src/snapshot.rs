@@ -223,6 +223,33 @@ fn authorization_policy(p: &Policy) -> v1::AuthorizationPolicy {
     }
 }
 
+/// The policies as one inbound listener (service port `port`) enforces
+/// them. A rule's `ports` name service ports, but the proxy sees its
+/// listener's port: a rule naming this port applies to the whole listener
+/// (ports cleared), a rule naming only other ports is left out. A policy
+/// left without rules stays: an ALLOW policy matching nothing still means
+/// "only what an ALLOW policy matches" (Istio's allow-nothing).
+fn policies_for_port(
+    policies: &[v1::AuthorizationPolicy],
+    port: u16,
+) -> Vec<v1::AuthorizationPolicy> {
+    policies
+        .iter()
+        .map(|p| v1::AuthorizationPolicy {
+            rules: p
+                .rules
+                .iter()
+                .filter(|r| r.ports.is_empty() || r.ports.contains(&u32::from(port)))
+                .map(|r| v1::AuthorizationRule {
+                    ports: Vec::new(),
+                    ..r.clone()
+                })
+                .collect(),
+            ..p.clone()
+        })
+        .collect()
+}
+
 /// The listener mode of a service's inbound listeners.
 pub fn mtls_mode(m: MtlsMode) -> v1::MtlsMode {
     match m {
@@ -298,7 +325,7 @@ fn inbound(
                 cluster: if http { String::new() } else { name.clone() },
                 idle_timeout: None,
                 mtls_mode: mtls_mode(svc.mtls) as i32,
-                authorization_policies: policies.clone(),
+                authorization_policies: policies_for_port(&policies, port.port),
                 ..Default::default()
             }),
         );

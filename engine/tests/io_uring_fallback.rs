@@ -114,6 +114,10 @@ fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
         Conn::try_connect(web)
             .is_ok_and(|mut c| c.request(&Req::get("/")).is_ok_and(|r| r.status == 200))
     });
+    // Workers may answer before the main thread has logged the start line.
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("serving"))
+    });
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();

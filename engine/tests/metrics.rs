@@ -192,6 +192,11 @@ fn metrics_text_is_well_formed() {
     let port = free_port();
     let proxy = start(&up, port);
     get(local(port), "localhost", "/a/x");
+    // The request is counted once its response is written: the client may
+    // read it a moment before that.
+    wait_until(Duration::from_secs(5), || {
+        proxy.metrics().contains("# TYPE ringmesh_requests_total ")
+    });
     let text = proxy.metrics();
     for line in text.lines() {
         if line.is_empty() || line.starts_with('#') {

@@ -3,8 +3,10 @@
 //! the line a field path was written on (`locate`), a bound on alias
 //! expansion before serde sees a file (`locate::expanded_nodes`), and
 //! durations as operators write them (`duration`), and the error that names
-//! file, line and field (`ConfigError`).
+//! file, line and field (`ConfigError`); and the authorization values both
+//! must judge alike (`authz`).
 
+pub mod authz;
 pub mod duration;
 mod error;
 pub mod locate;

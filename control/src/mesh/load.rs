@@ -886,14 +886,10 @@ fn policy<'a>(
         let mut rule = PolicyRule::default();
         for (j, id) in r.sources.identities.iter().enumerate() {
             let idf = format!("{rf}.sources.identities[{j}]");
-            let ok = id
-                .strip_prefix("spiffe://")
-                .is_some_and(|rest| !rest.is_empty())
-                && !id.bytes().any(|b| b <= b' ' || b == 0x7f);
-            if !ok {
+            if let Err(m) = ringmesh_yaml::authz::spiffe_pattern(id) {
                 return ferr(
                     idf,
-                    format!("{id:?} is not a SPIFFE ID (spiffe://TRUST_DOMAIN/ns/NS/sa/NAME)"),
+                    format!("{m} (spiffe://TRUST_DOMAIN/ns/NS/sa/NAME or spiffe://TRUST_DOMAIN/ns/NS/*)"),
                 );
             }
             rule.source_identities.push(id.clone());
@@ -909,11 +905,11 @@ fn policy<'a>(
             let pf = format!("{rf}.paths[{j}]");
             rule.paths.push(match (&pp.prefix, &pp.exact) {
                 (Some(x), None) => {
-                    path(&format!("{pf}.prefix"), x)?;
+                    policy_path(&format!("{pf}.prefix"), x)?;
                     (false, x.clone())
                 }
                 (None, Some(x)) => {
-                    path(&format!("{pf}.exact"), x)?;
+                    policy_path(&format!("{pf}.exact"), x)?;
                     (true, x.clone())
                 }
                 _ => return ferr(pf, "set exactly one of prefix, exact"),
@@ -1044,6 +1040,13 @@ fn header_name(f: &str, n: &str) -> FResult<String> {
         return ferr(f, format!("{n:?} is not a valid header name"));
     }
     Ok(n.to_ascii_lowercase())
+}
+
+/// A policy path: as `path`, and in the normal form proxies match requests
+/// in (`/a/../b` could never match), checked as the proxy checks it.
+fn policy_path(f: &str, p: &str) -> FResult<()> {
+    path(f, p)?;
+    ringmesh_yaml::authz::normal_path(p).or_else(|m| ferr(f, m))
 }
 
 fn path(f: &str, p: &str) -> FResult<()> {

@@ -47,6 +47,11 @@ services:
     ports: [{name: pg, port: 5432, protocol: tcp}]
 ";
 
+/// `text` as `t.yaml` loaded beside `SERVICES`.
+fn load_with_services(text: &str) -> Result<Mesh, MeshError> {
+    load(&[("s.yaml", SERVICES), ("t.yaml", text)])
+}
+
 /// The error of `text` as `t.yaml` loaded beside `SERVICES`.
 fn err_with_services(text: &str) -> String {
     err(&[("s.yaml", SERVICES), ("t.yaml", text)])
@@ -1048,11 +1053,25 @@ fn policies_are_checked() {
     );
     assert_eq!(
         err_with_services(&pol("      - sources: {identities: [frontend]}\n")),
-        "t.yaml:6: policies[0].rules[0].sources.identities[0]: \"frontend\" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/ns/NS/sa/NAME)"
+        "t.yaml:6: policies[0].rules[0].sources.identities[0]: \"frontend\" is not a spiffe:// ID (spiffe://TRUST_DOMAIN/ns/NS/sa/NAME or spiffe://TRUST_DOMAIN/ns/NS/*)"
     );
     assert_eq!(
         err_with_services(&pol("      - sources:\n          identities: ['spiffe://']\n")),
-        "t.yaml:7: policies[0].rules[0].sources.identities[0]: \"spiffe://\" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/ns/NS/sa/NAME)"
+        "t.yaml:7: policies[0].rules[0].sources.identities[0]: \"spiffe://\" is not a spiffe:// ID (spiffe://TRUST_DOMAIN/ns/NS/sa/NAME or spiffe://TRUST_DOMAIN/ns/NS/*)"
+    );
+    // Wildcards: only a whole namespace, as the proxies accept them.
+    assert!(err_with_services(&pol(
+        "      - sources:\n          identities: ['spiffe://td/ns/*/sa/x']\n"
+    ))
+    .contains("sources.identities[0]: \"spiffe://td/ns/*/sa/x\": an exact SPIFFE ID"));
+    assert!(load_with_services(&pol(
+        "      - sources:\n          identities: ['spiffe://td/ns/shop/*']\n"
+    ))
+    .is_ok());
+    // A path requests could never be matched as.
+    assert_eq!(
+        err_with_services(&pol("      - paths:\n          - prefix: /a/../admin\n")),
+        "t.yaml:7: policies[0].rules[0].paths[0].prefix: \"/a/../admin\" is not in normal form (requests are matched as \"/admin\")"
     );
     assert_eq!(
         err_with_services(&pol("      - sources: {namespaces: [Default]}\n")),

@@ -617,13 +617,22 @@ fn policies_and_mtls_ride_in_the_inbound_listeners() {
         name: "allow-a".into(),
         service: key("b"),
         action: PolicyAction::Allow,
-        rules: vec![PolicyRule {
-            source_identities: vec!["spiffe://cluster.local/ns/default/sa/a".into()],
-            source_namespaces: vec![],
-            methods: vec!["GET".into()],
-            paths: vec![(false, "/api".into()), (true, "/health".into())],
-            ports: vec![9080],
-        }],
+        rules: vec![
+            PolicyRule {
+                source_identities: vec!["spiffe://cluster.local/ns/default/sa/a".into()],
+                source_namespaces: vec![],
+                methods: vec!["GET".into()],
+                paths: vec![(false, "/api".into()), (true, "/health".into())],
+                ports: vec![9080],
+            },
+            PolicyRule {
+                source_identities: vec![],
+                source_namespaces: vec!["other".into()],
+                methods: vec![],
+                paths: vec![],
+                ports: vec![9081],
+            },
+        ],
     });
     m.services[1].mtls = MtlsMode::Strict;
     let a1 = node("a-1", "a", "10.0.0.1", &[]);
@@ -647,7 +656,11 @@ fn policies_and_mtls_ride_in_the_inbound_listeners() {
     assert_eq!(p.service, "b.default");
     assert_eq!(p.action, v1::authorization_policy::Action::Allow as i32);
     assert_eq!(p.rules[0].paths.len(), 2);
-    assert_eq!(p.rules[0].ports, [9080]);
+    // Ports name service ports; the proxy sees its listener's port. A rule
+    // for this listener's port applies to all of it, a rule for another port
+    // is left out of this listener.
+    assert_eq!(p.rules.len(), 1, "{p:?}");
+    assert!(p.rules[0].ports.is_empty());
 }
 
 #[test]

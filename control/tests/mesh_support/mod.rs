@@ -270,8 +270,18 @@ impl ControlPlane {
         format!("http://{}", self.grpc)
     }
 
+    /// Writes a file of the config directory and waits (up to 5 s) until the
+    /// control plane has loaded the change (or refused it), so proxies
+    /// started next see it rather than the directory as it was.
     pub fn write(&self, file: &str, text: &str) {
+        let before = self.loaded_state();
         write_atomic(&self.config_dir.join(file), text);
+        wait_until(Duration::from_secs(5), || self.loaded_state() != before);
+    }
+
+    fn loaded_state(&self) -> String {
+        let s = self.status();
+        format!("{} {}", s["mesh_version"], s["config_error"])
     }
 
     pub fn status(&self) -> serde_json::Value {

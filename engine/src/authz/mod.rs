@@ -15,6 +15,8 @@
 use std::sync::Arc;
 
 use super::config::model;
+pub use ringmesh_yaml::authz::normalize_path;
+use ringmesh_yaml::authz::{spiffe_pattern, SpiffePattern};
 
 type CResult<T> = Result<T, (String, String)>;
 
@@ -23,7 +25,10 @@ const MAX_POLICIES: usize = 1000;
 const MAX_RULES: usize = 1000;
 const MAX_VALUES: usize = 1000;
 
-/// The compiled policies of one listener.
+/// The compiled policies of one listener. A policy without rules matches
+/// nothing: as ALLOW it denies everything no other ALLOW admits (Istio's
+/// allow-nothing); as DENY it has no effect. A rule without fields matches
+/// everything.
 #[derive(Debug, Default)]
 pub struct Policies {
     deny: Vec<Policy>,
@@ -201,70 +206,6 @@ fn namespace_matches(ns: &str, id: &str) -> bool {
         .is_some_and(|tail| tail.starts_with('/'))
 }
 
-/// The path part of a request target, normalized for matching: query and
-/// fragment dropped, `%XX` of unreserved characters decoded (other escapes
-/// kept, hex upper-cased), `.` and `..` segments removed, runs of `/`
-/// merged. The result always starts with `/`.
-pub fn normalize_path(target: &[u8]) -> Vec<u8> {
-    let end = target
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .unwrap_or(target.len());
-    let raw = &target[..end];
-    // Decode unreserved escapes.
-    let mut dec = Vec::with_capacity(raw.len() + 1);
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                let c = h << 4 | l;
-                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-                    dec.push(c);
-                } else {
-                    dec.push(b'%');
-                    dec.push(raw[i + 1].to_ascii_uppercase());
-                    dec.push(raw[i + 2].to_ascii_uppercase());
-                }
-                i += 3;
-                continue;
-            }
-        }
-        dec.push(b);
-        i += 1;
-    }
-    // Resolve segments.
-    let mut out: Vec<&[u8]> = Vec::new();
-    let trailing = dec.ends_with(b"/") || dec.ends_with(b"/.") || dec.ends_with(b"/..");
-    for seg in dec.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    let mut path = Vec::with_capacity(dec.len() + 1);
-    for s in &out {
-        path.push(b'/');
-        path.extend_from_slice(s);
-    }
-    if path.is_empty() || (trailing && !out.is_empty()) {
-        path.push(b'/');
-    }
-    path
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn err<T>(field: String, msg: impl Into<String>) -> CResult<T> {
     Err((field, msg.into()))
 }
@@ -296,12 +237,6 @@ pub fn compile(f: &str, policies: &[model::AuthzPolicy]) -> CResult<Policies> {
                 format!("duplicate policy {:?}", p.name),
             );
         }
-        if p.rules.is_empty() {
-            return err(
-                format!("{pf}.rules"),
-                "needs at least one rule (a rule with no fields matches everything)",
-            );
-        }
         if p.rules.len() > MAX_RULES {
             return err(
                 format!("{pf}.rules"),
@@ -331,33 +266,11 @@ fn rule(rf: &str, r: &model::AuthzRule) -> CResult<Rule> {
     check_len(&format!("{rf}.ports"), &r.ports)?;
     let mut out = Rule::default();
     for (k, id) in r.identities.iter().enumerate() {
-        let f = format!("{rf}.identities[{k}]");
-        let Some(rest) = id.strip_prefix("spiffe://") else {
-            return err(f, format!("{id:?} is not a spiffe:// ID"));
-        };
-        if let Some(prefix) = id.strip_suffix("/*") {
-            // spiffe://td/ns/NS/* : any service account in NS.
-            let parts: Vec<&str> = prefix["spiffe://".len()..].split('/').collect();
-            match parts.as_slice() {
-                [td, "ns", ns] if !td.is_empty() && !ns.is_empty() && !ns.contains('*') => {
-                    out.id_prefixes.push(format!("{prefix}/").into());
-                }
-                _ => {
-                    return err(
-                        f,
-                        "a wildcard is written spiffe://<trust domain>/ns/<namespace>/*",
-                    )
-                }
-            }
-            continue;
+        match spiffe_pattern(id) {
+            Ok(SpiffePattern::Exact) => out.identities.push(id.as_str().into()),
+            Ok(SpiffePattern::Namespace(prefix)) => out.id_prefixes.push(prefix.into()),
+            Err(m) => return err(format!("{rf}.identities[{k}]"), m),
         }
-        if rest.is_empty() || id.contains('*') || id.contains('?') || id.contains('#') {
-            return err(
-                f,
-                format!("{id:?} is not an exact spiffe:// ID (or ns/<namespace>/*)"),
-            );
-        }
-        out.identities.push(id.as_str().into());
     }
     for (k, ns) in r.namespaces.iter().enumerate() {
         if ns.is_empty() || ns.contains('/') || ns.contains('*') {
@@ -401,21 +314,8 @@ fn rule(rf: &str, r: &model::AuthzRule) -> CResult<Rule> {
 
 /// A rule's path must already be in normal form, or it could never match.
 fn checked_path(f: &str, kind: &str, p: &str) -> CResult<Vec<u8>> {
-    if !p.starts_with('/') {
-        return err(format!("{f}.{kind}"), format!("{p:?} must start with /"));
-    }
-    let n = normalize_path(p.as_bytes());
-    // A prefix may end in '/', which normalization keeps.
-    if n != p.as_bytes() {
-        return err(
-            format!("{f}.{kind}"),
-            format!(
-                "{p:?} is not in normal form (requests are matched as {:?})",
-                String::from_utf8_lossy(&n)
-            ),
-        );
-    }
-    Ok(n)
+    ringmesh_yaml::authz::normal_path(p).or_else(|m| err(format!("{f}.{kind}"), m))?;
+    Ok(p.as_bytes().to_vec())
 }
 
 #[cfg(test)]

@@ -324,6 +324,21 @@ fn compile_errors_name_the_field() {
     )
     .unwrap_err();
     assert!(dup.1.contains("duplicate policy"), "{dup:?}");
-    let empty = compile("a", &[policy("p", AuthzAction::Allow, vec![])]).unwrap_err();
-    assert_eq!(empty.0, "a[0].rules");
+}
+
+#[test]
+fn a_policy_without_rules_matches_nothing() {
+    let p = compile(
+        "l",
+        &[
+            policy("allow-nothing", AuthzAction::Allow, vec![]),
+            policy("inert", AuthzAction::Deny, vec![]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        p.evaluate(&http(Some(FRONT), "GET", "/")),
+        Decision::NoAllowMatch
+    );
+    assert_eq!(p.evaluate(&tcp(None, 1)), Decision::NoAllowMatch);
 }
