@@ -1367,3 +1367,92 @@ fn renews_at_half_life_with_a_fresh_key_and_recovers_after_expiry() {
     proxy.wait_ready(Duration::from_secs(15));
     assert_eq!(proxy.log().matches("without renewal").count(), 1);
 }
+
+#[test]
+fn edge_tls_certificates_come_from_pushed_secrets_chosen_by_sni() {
+    let Setup {
+        cp,
+        proxy,
+        upstream: _u,
+        port: _,
+    } = setup();
+    // The edge certificate travels as a SECRET with its key (edge
+    // certificates are not mesh identities), beside the bundle and identity.
+    let edge_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(vec!["edge.test".to_string()]).unwrap();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, "edge.test");
+    let edge_cert = p.self_signed(&edge_key).unwrap();
+    let dir = scratch_dir("xds-edge");
+    let ca_file = dir.join("edge.pem");
+    std::fs::write(&ca_file, edge_cert.pem()).unwrap();
+    let stream = cp.streams() - 1;
+    let mut secrets = cp.rec().secret_response(stream);
+    secrets.resources.push(pb::Resource {
+        name: "edge-cert".into(),
+        kind: Some(PbKind::Secret(pb::Secret {
+            name: "edge-cert".into(),
+            kind: Some(pb::secret::Kind::TlsCertificate(pb::TlsCertificate {
+                certificate_chain_pem: edge_cert.pem().into_bytes(),
+                private_key_pem: edge_key.serialize_pem().into_bytes(),
+            })),
+        })),
+    });
+    let v = secrets.version_info.clone();
+    assert_ack(&cp.push_and_wait(secrets), &v);
+
+    let edge_port = free_port();
+    let mut l = listeners("l2", free_port());
+    l.resources.push(pb::Resource {
+        name: "edge".into(),
+        kind: Some(PbKind::Listener(pb::Listener {
+            name: "edge".into(),
+            address: local(edge_port).to_string(),
+            protocol: pb::Protocol::Http as i32,
+            direction: pb::Direction::Inbound as i32,
+            route_table: "outbound".into(),
+            sni_certificates: vec![pb::SniCertificate {
+                server_names: vec!["edge.test".into()],
+                secret: "edge-cert".into(),
+            }],
+            alpn: vec!["http/1.1".into()],
+            ..Default::default()
+        })),
+    });
+    assert_ack(&cp.push_and_wait(l), "l2");
+    let ran = curl(&[
+        "-sS",
+        "-v",
+        "--cacert",
+        ca_file.to_str().unwrap(),
+        "--resolve",
+        &format!("edge.test:{edge_port}:127.0.0.1"),
+        &format!("https://edge.test:{edge_port}/hello"),
+    ]);
+    assert!(ran.status.is_some_and(|s| s.success()), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("ALPN: server accepted http/1.1"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("< HTTP/1.1 200"), "{}", ran.stderr);
+    // A listener naming a secret that is not there is refused by name.
+    let mut bad = listeners("l3", free_port());
+    bad.resources.push(pb::Resource {
+        name: "edge2".into(),
+        kind: Some(PbKind::Listener(pb::Listener {
+            name: "edge2".into(),
+            address: local(free_port()).to_string(),
+            route_table: "outbound".into(),
+            sni_certificates: vec![pb::SniCertificate {
+                server_names: vec![],
+                secret: "missing".into(),
+            }],
+            ..Default::default()
+        })),
+    });
+    let nack = cp.push_and_wait(bad);
+    let msg = nack.error_detail.expect("a NACK").message;
+    assert!(msg.contains("unknown secret \"missing\""), "{msg}");
+    drop(proxy);
+}
