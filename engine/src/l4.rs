@@ -20,6 +20,18 @@ pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, d
         return;
     };
     let stats = epoch.listeners[listener].clone();
+    let l = &epoch.config.listeners[listener];
+    if !l.authz.is_empty() {
+        let subject = crate::authz::Subject {
+            identity: down.peer_identity().map(|id| &**id),
+            http: None,
+            port: l.addr.port(),
+        };
+        if !epoch.authorize(listener, &subject).allowed() {
+            // Dropping the connection closes it: TCP has no way to say why.
+            return;
+        }
+    }
     let Some(up) = connect_any(&cs).await else {
         stats.tcp_outcome(TcpOutcome::ConnectFailed);
         return;

@@ -155,6 +155,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "HTTP requests answered, by listener, route, cluster and status class.",
     ),
     (
+        "ringmesh_authz_allowed_total",
+        "counter",
+        "Requests (HTTP) or connections (TCP) an ALLOW policy admitted, per listener and policy.",
+    ),
+    (
+        "ringmesh_authz_denied_total",
+        "counter",
+        "Requests or connections denied, per listener and the DENY policy that matched (policy=\"\": no ALLOW policy matched).",
+    ),
+    (
         "ringmesh_tls_handshakes_total",
         "counter",
         "TLS handshakes completed, per listener (downstream) or cluster (upstream).",

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use crate::access_log::AccessLog;
+use crate::authz::Decision;
 use crate::bufpool::BufPool;
 use crate::config::{Config, ListenerKind};
 use crate::metrics::{label, Counter, Gauge, Registry};
@@ -95,7 +96,11 @@ pub struct EpochLocal {
     by_addr: FxHashMap<SocketAddr, usize>,
     registry: Arc<Registry>,
     requests: RefCell<FxHashMap<RequestKey, Arc<Counter>>>,
+    authz: RefCell<FxHashMap<AuthzKey, Arc<Counter>>>,
 }
+
+/// (listener index, policy index or `u32::MAX` for "no ALLOW matched", allowed).
+type AuthzKey = (u32, u32, bool);
 
 /// (listener index, route id, cluster index, status class); `u32::MAX` for none.
 type RequestKey = (u32, u32, u32, u8);
@@ -108,6 +113,41 @@ type ListenerStatsMap = FxHashMap<(Arc<str>, bool, bool), Rc<ListenerStats>>;
 impl EpochLocal {
     pub fn listener_at(&self, addr: SocketAddr) -> Option<usize> {
         self.by_addr.get(&addr).copied()
+    }
+
+    /// Evaluates the listener's authorization policies and counts the
+    /// decision: `ringmesh_authz_allowed_total{listener,policy}` for the
+    /// ALLOW policy that matched, `ringmesh_authz_denied_total{listener,policy}`
+    /// for the DENY policy that matched (`policy=""`: no ALLOW policy
+    /// matched). Nothing is counted when the listener has no policy.
+    pub fn authorize(&self, listener: usize, subject: &crate::authz::Subject) -> Decision {
+        let policies = &self.config.listeners[listener].authz;
+        let d = policies.evaluate(subject);
+        let (policy, allowed) = match d {
+            Decision::NoPolicy => return d,
+            Decision::Allowed(i) => (i, true),
+            Decision::Denied(i) => (i, false),
+            Decision::NoAllowMatch => (u32::MAX, false),
+        };
+        let mut m = self.authz.borrow_mut();
+        m.entry((listener as u32, policy, allowed))
+            .or_insert_with(|| {
+                let family = if allowed {
+                    "ringmesh_authz_allowed_total"
+                } else {
+                    "ringmesh_authz_denied_total"
+                };
+                self.registry.counter(
+                    family,
+                    format!(
+                        "listener=\"{}\",policy=\"{}\"",
+                        label(&self.config.listeners[listener].name),
+                        label(policies.name(policy))
+                    ),
+                )
+            })
+            .inc();
+        d
     }
 
     /// Counts one answered request.
@@ -180,6 +220,7 @@ impl Worker {
                 by_addr: FxHashMap::default(),
                 registry,
                 requests: RefCell::default(),
+                authz: RefCell::default(),
             })),
             clusters: RefCell::default(),
             cluster_stats: RefCell::default(),
@@ -257,6 +298,7 @@ impl Worker {
             by_addr,
             registry: self.registry.clone(),
             requests: RefCell::default(),
+            authz: RefCell::default(),
         });
     }
 

@@ -50,6 +50,8 @@ pub struct Listener {
     pub kind: ListenerKind,
     /// mTLS (mesh inbound) or edge TLS; None: plaintext.
     pub tls: Option<crate::tls::DownstreamTls>,
+    /// Authorization policies; empty: everything is allowed.
+    pub authz: crate::authz::Policies,
 }
 
 #[derive(Debug)]
@@ -167,7 +169,13 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
         }
         let tls = match &c.mtls {
             None => None,
-            Some(m) => Some(cluster_tls(&f, &c.name, m, identity.as_ref())?),
+            Some(m) => Some(cluster_tls(
+                &f,
+                &c.name,
+                m,
+                identity.as_ref(),
+                file.identity_pending,
+            )?),
         };
         clusters.push(Arc::new(Cluster {
             name: c.name.as_str().into(),
@@ -272,11 +280,13 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
                 })
             }
         };
+        let authz = crate::authz::compile(&format!("{f}.authorization"), &lm.authorization)?;
         listeners.push(Listener {
             name: lm.name.as_str().into(),
             addr,
             kind,
             tls,
+            authz,
         });
     }
 
@@ -298,10 +308,11 @@ fn cluster_tls(
     name: &str,
     m: &model::ClusterMtls,
     identity: Option<&crate::tls::MeshIdentity>,
+    identity_pending: bool,
 ) -> CResult<crate::tls::UpstreamTls> {
-    let Some(id) = identity else {
+    if identity.is_none() && !identity_pending {
         return err(format!("{f}.mtls"), "the config has no identity");
-    };
+    }
     if !m.identity.starts_with("spiffe://") {
         return err(
             format!("{f}.mtls.identity"),
@@ -321,10 +332,15 @@ fn cluster_tls(
             e,
         )?);
     }
+    let config = match identity {
+        Some(id) => Some(
+            id.client_config(&m.identity)
+                .or_else(|e| err(format!("{f}.mtls"), e))?,
+        ),
+        None => None,
+    };
     Ok(crate::tls::UpstreamTls {
-        config: id
-            .client_config(&m.identity)
-            .or_else(|e| err(format!("{f}.mtls"), e))?,
+        config,
         server_name,
         expected: m.identity.as_str().into(),
         plaintext,

@@ -23,6 +23,11 @@ pub struct File {
     /// the control plane issues it from the proxy's CSR instead.
     #[serde(default)]
     pub identity: Option<Identity>,
+    /// Set by the control client while its certificate is still on the way:
+    /// mTLS clusters then compile without an identity and their connections
+    /// fail (503) instead of the whole config being refused.
+    #[serde(skip)]
+    pub identity_pending: bool,
 }
 
 /// PEM material given as a file path in YAML, or held in memory when it came

@@ -14,6 +14,8 @@ pub enum LocalError {
     ConnectFailed,
     /// The mTLS handshake with the upstream failed (identity, chain).
     UpstreamTls,
+    /// An authorization policy denied the request.
+    Forbidden,
     UpstreamReset,
     BadUpstreamResponse,
     UpstreamTimeout,
@@ -28,6 +30,7 @@ impl LocalError {
             LocalError::RequestTimeout => 408,
             LocalError::NoRoute => 404,
             LocalError::MethodNotAllowed => 405,
+            LocalError::Forbidden => 403,
             LocalError::NoHealthyUpstream | LocalError::ConnectFailed | LocalError::UpstreamTls => {
                 503
             }
@@ -46,6 +49,7 @@ impl LocalError {
             LocalError::NoHealthyUpstream => "no_healthy_upstream",
             LocalError::ConnectFailed => "upstream_connect_failed",
             LocalError::UpstreamTls => "upstream_tls_handshake_failed",
+            LocalError::Forbidden => "rbac_access_denied",
             LocalError::UpstreamReset => "upstream_reset",
             LocalError::BadUpstreamResponse => "bad_upstream_response",
             LocalError::UpstreamTimeout => "upstream_timeout",

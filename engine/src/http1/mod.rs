@@ -382,6 +382,48 @@ impl Conn {
         // A body we do not read would be parsed as the next request: close.
         let has_body = head.framing != BodyFraming::None;
 
+        let listener = &epoch.config.listeners[self.listener];
+        if !listener.authz.is_empty() {
+            let d = epoch.authorize(
+                self.listener,
+                &crate::authz::Subject {
+                    identity: self.stream.peer_identity().map(|id| &**id),
+                    http: Some(crate::authz::HttpSubject {
+                        method: head.method_span.get(&self.buf),
+                        path: head.path.get(&self.buf),
+                    }),
+                    port: self.listener_addr.port(),
+                },
+            );
+            if !d.allowed() {
+                let body = listener.authz.denial_body(d);
+                let close = has_body || !head.keep_alive || self.worker.drain.is_fired();
+                let mut out = Vec::with_capacity(160 + body.len());
+                local::write(
+                    &mut out,
+                    &local::Local {
+                        status: 403,
+                        error: Some(LocalError::Forbidden),
+                        content_type: "text/plain",
+                        body: body.as_bytes(),
+                        close,
+                        request_id: Some(&request_id),
+                        extra: &[],
+                        head_only: head.method == Method::Head,
+                    },
+                );
+                let n = out.len() as u64;
+                let (ok, _) = self.send(out).await;
+                epoch.count_request(self.listener, None, None, 403);
+                self.log(&info, 403, n, start, None, "", &request_id);
+                return match (ok, has_body) {
+                    (false, _) => Next::Close,
+                    (true, true) => Next::LingerClose,
+                    (true, false) => self.after(head, true),
+                };
+            }
+        }
+
         let Some(route) = route else {
             self.answer_error(
                 LocalError::NoRoute,

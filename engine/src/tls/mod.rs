@@ -51,7 +51,8 @@ impl DownstreamTls {
 /// How a cluster's endpoints are reached over mTLS, compiled.
 #[derive(Debug)]
 pub struct UpstreamTls {
-    pub config: Arc<ClientConfig>,
+    /// None while the proxy waits for its certificate: connections fail.
+    pub config: Option<Arc<ClientConfig>>,
     pub server_name: ServerName<'static>,
     /// The SPIFFE ID the peer must present (checked in the verifier).
     pub expected: Arc<str>,
@@ -61,8 +62,11 @@ pub struct UpstreamTls {
 
 impl PartialEq for UpstreamTls {
     fn eq(&self, o: &Self) -> bool {
-        Arc::ptr_eq(&self.config, &o.config)
-            && self.server_name == o.server_name
+        (match (&self.config, &o.config) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }) && self.server_name == o.server_name
             && self.expected == o.expected
             && self.plaintext == o.plaintext
     }

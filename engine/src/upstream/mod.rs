@@ -167,7 +167,12 @@ async fn handshake(
 ) -> Result<Conn, ConnectError> {
     let stats = cs.stats.tls.as_ref();
     let ktls = crate::ktls::wanted();
-    let res = match rustls::ClientConnection::new(t.config.clone(), t.server_name.clone()) {
+    let Some(config) = &t.config else {
+        return Err(ConnectError::Tls(
+            "this proxy has no mesh certificate yet".into(),
+        ));
+    };
+    let res = match rustls::ClientConnection::new(config.clone(), t.server_name.clone()) {
         Ok(c) => {
             let opts = crate::tls::stream::Handshake {
                 timeout: cs.config.connect_timeout,

@@ -59,6 +59,7 @@ pub fn translate(bootstrap: &model::File, state: &State) -> Result<Translated, S
             trust_bundle: inline(&identity::bundle_pem(bundle)),
         });
     }
+    file.identity_pending = file.identity.is_none();
     let mut origins = Origins {
         bootstrap_listeners: file.listeners.len(),
         bootstrap_clusters: file.clusters.len(),
