@@ -22,6 +22,9 @@
 #   KTLS_VM_FILES      extra host files to put in /bin (already static)
 #   KTLS_VM_STEPS      extra guest steps: shell files, each run with busybox sh
 #                      after step 2 (cwd /tmp); exit status 0 = PASS
+#   KTLS_VM_MESH       1: also run the real binaries (deploy/ktls-vm/mesh.sh:
+#                      ringmesh-control, two ringmesh-proxy --ktls on, busybox
+#                      httpd and wget); adds them to KTLS_VM_BINS/KTLS_VM_STEPS
 #   KTLS_VM_TIMEOUT    seconds for the whole boot [300]
 #   KTLS_VM_KEEP       keep the work dir (initramfs, console log)
 set -euo pipefail
@@ -80,6 +83,10 @@ export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
 tdir=${CARGO_TARGET_DIR:-$here/target}/$target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 (cd "$here" && cargo build -j"${KTLS_VM_JOBS:-2}" --profile "$profile" --target "$target" \
     -p ringmesh-engine --example ktls_selftest)
+if [ "${KTLS_VM_MESH:-}" = 1 ]; then
+    KTLS_VM_BINS="${KTLS_VM_BINS:-} ringmesh-engine:ringmesh-proxy ringmesh-control:ringmesh-control"
+    KTLS_VM_STEPS="${KTLS_VM_STEPS:-} $here/deploy/ktls-vm/mesh.sh"
+fi
 bins=("$tdir/examples/ktls_selftest")
 for pb in ${KTLS_VM_BINS:-}; do
     (cd "$here" && cargo build -j"${KTLS_VM_JOBS:-2}" --profile "$profile" --target "$target" \
@@ -92,7 +99,11 @@ for f in ${KTLS_VM_FILES:-}; do bins+=("$f"); done
 root=$work/root
 mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,steps,lib/modules/"$kver"/kernel}
 cp "$bb" "$root/bin/busybox"
-for b in "${bins[@]}"; do cp "$b" "$root/bin/"; done
+for b in "${bins[@]}"; do
+    cp "$b" "$root/bin/"
+    # Debug info would make the initramfs (held in the guest's RAM) huge.
+    if command -v strip >/dev/null; then strip --strip-debug "$root/bin/$(basename "$b")" || true; fi
+done
 i=0
 for s in ${KTLS_VM_STEPS:-}; do i=$((i + 1)); cp "$s" "$root/steps/$(printf %02d "$i")-$(basename "$s")"; done
 mods=$kdir/lib/modules/$kver

@@ -72,6 +72,10 @@ struct Args {
     /// without it), off.
     #[arg(long, default_value = "auto", value_name = "auto|on|off")]
     ktls: ringmesh_engine::ktls::Mode,
+    /// Tests only: run TLS handshakes record by record and attempt the kTLS
+    /// hand-off even without kTLS (it declines; user-space rustls goes on).
+    #[arg(long, hide = true)]
+    ktls_test_handoff: bool,
     /// Check the config and exit.
     #[arg(long)]
     validate: bool,
@@ -110,6 +114,17 @@ fn main() -> ExitCode {
             }
         },
     };
+    // Before any config is compiled: under `--ktls on` the TLS configs offer
+    // only the cipher suites the kernel accepted (tls::provider).
+    if !args.validate {
+        if let Err(e) = ringmesh_engine::ktls::init(args.ktls) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        if args.ktls_test_handoff {
+            ringmesh_engine::ktls::force_handoff_for_tests();
+        }
+    }
     let cfg = match (&args.config, &xds_opts) {
         (Some(path), _) => config::load_with(path, &overrides).map_err(|e| e.to_string()),
         (None, Some(o)) => {
@@ -162,10 +177,6 @@ fn main() -> ExitCode {
         }
     }
     runtime::raise_limits();
-    if let Err(e) = ringmesh_engine::ktls::init(args.ktls) {
-        eprintln!("error: {e}");
-        return ExitCode::from(1);
-    }
 
     let admin_addr = cfg.admin;
     let listeners = cfg.listeners.len();

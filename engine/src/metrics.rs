@@ -243,7 +243,12 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "ringmesh_ktls_offload_failures_total",
         "counter",
-        "kTLS hand-offs that did not happen (declined: continued in user space; or failed: closed).",
+        "kTLS hand-offs that failed after the session was committed to the kernel (connection closed).",
+    ),
+    (
+        "ringmesh_ktls_offload_declined_total",
+        "counter",
+        "TLS sessions not handed to kernel TLS (TLS 1.2, a suite the kernel lacks, no kTLS): they continue in user-space rustls.",
     ),
     (
         "ringmesh_control_updates_total",

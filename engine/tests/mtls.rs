@@ -135,6 +135,10 @@ fn http_listener(name: &str, port: u16, cluster: &str, extra: &str) -> String {
 
 /// Proxy B: inbound listener with mTLS `mode` in front of `app`.
 fn proxy_b(pki: &Pki, mode: &str, app: SocketAddr) -> (Proxy, u16) {
+    proxy_b_with(pki, mode, app, &[])
+}
+
+fn proxy_b_with(pki: &Pki, mode: &str, app: SocketAddr, args: &[&str]) -> (Proxy, u16) {
     let port = free_port();
     let body = format!(
         "{}listeners:\n{}clusters:\n{}",
@@ -147,19 +151,23 @@ fn proxy_b(pki: &Pki, mode: &str, app: SocketAddr) -> (Proxy, u16) {
         ),
         cluster_yaml("app", &[app])
     );
-    (Proxy::start(&body), port)
+    (Proxy::start_with(&body, args), port)
 }
 
 /// Proxy A: plaintext outbound listener to cluster `b` at `b_port` over mTLS,
 /// requiring `expected`.
 fn proxy_a(pki: &Pki, b_port: u16, expected: &str) -> (Proxy, u16) {
+    proxy_a_with(pki, b_port, expected, &[])
+}
+
+fn proxy_a_with(pki: &Pki, b_port: u16, expected: &str, args: &[&str]) -> (Proxy, u16) {
     let port = free_port();
     let body = format!(
         "{}listeners:\n{}clusters:\n  - name: b\n    endpoints: [\"127.0.0.1:{b_port}\"]\n    mtls: {{ identity: \"{expected}\" }}\n",
         pki.identity("a"),
         http_listener("outbound", port, "b", ""),
     );
-    (Proxy::start(&body), port)
+    (Proxy::start_with(&body, args), port)
 }
 
 fn ok(r: &Ran) -> bool {
@@ -461,4 +469,127 @@ fn tls_config_errors_name_the_field() {
         out.contains("listeners[1]: mtls and tls cannot both be set"),
         "{out}"
     );
+}
+
+/// Whether this kernel has kTLS (the tls module creates /proc/net/tls_stat).
+/// The build machines do not; the real path runs in deploy/ktls-vm-test.sh.
+fn kernel_has_ktls() -> bool {
+    std::path::Path::new("/proc/net/tls_stat").exists()
+}
+
+/// Runs `n` requests through A and checks each reached the app.
+fn calls_work(a_port: u16, n: usize) {
+    let url = format!("http://127.0.0.1:{a_port}/k");
+    for _ in 0..n {
+        let r = curl(&["-sS", &url]);
+        assert!(ok(&r), "curl failed: {}", r.stderr);
+        assert!(r.stdout.contains("\"path\":\"/k\""), "body: {}", r.stdout);
+    }
+}
+
+#[test]
+fn ktls_auto_falls_back_to_user_space_with_one_line_and_a_metric() {
+    if kernel_has_ktls() {
+        return;
+    }
+    let pki = Pki::new();
+    let app = Upstream::start("app");
+    let (b, b_port) = proxy_b_with(&pki, "strict", app.addr, &["--ktls", "auto"]);
+    let (a, a_port) = proxy_a_with(&pki, b_port, &id("b"), &["--ktls", "auto"]);
+    calls_work(a_port, 3);
+    for p in [&a, &b] {
+        let log = p.log();
+        assert_eq!(
+            log.matches("kTLS unavailable").count(),
+            1,
+            "one fallback line; log: {log}"
+        );
+        assert!(log.contains("using user-space rustls"), "log: {log}");
+        let m = p.metrics();
+        assert_metric_line(&m, "ringmesh_ktls_enabled 0");
+        assert_metric_line(&m, "ringmesh_ktls_offloads_total 0");
+        assert_metric_line(&m, "ringmesh_ktls_offload_declined_total 0");
+    }
+    assert_eq!(
+        b.metric("ringmesh_tls_handshakes_total{listener=\"inbound\"}"),
+        a.metric("ringmesh_tls_handshakes_total{cluster=\"b\"}")
+    );
+}
+
+/// The kTLS code path without the kernel part: both proxies run their mTLS
+/// handshakes record by record and hand every session to the kTLS hand-off,
+/// which declines here (no TLS ULP); the sessions go on in user space from
+/// the pieces given back. Traffic must not notice.
+#[test]
+fn record_bounded_handshakes_and_declined_handoffs_carry_traffic() {
+    if kernel_has_ktls() {
+        return;
+    }
+    let pki = Pki::new();
+    let app = Upstream::start("app");
+    let args = ["--ktls", "auto", "--ktls-test-handoff"];
+    let (b, b_port) = proxy_b_with(&pki, "strict", app.addr, &args);
+    let (a, a_port) = proxy_a_with(&pki, b_port, &id("b"), &args);
+    calls_work(a_port, 5);
+    // Many short connections too (curl closes; the pool may keep one).
+    let url = format!("http://127.0.0.1:{a_port}/k");
+    let r = curl(&["-sS", "-H", "connection: close", &url, &url, &url]);
+    assert!(ok(&r), "curl failed: {}", r.stderr);
+    let seen = app.last_request("/k").expect("the app saw the requests");
+    assert_eq!(
+        seen.headers_all("x-forwarded-client-cert"),
+        vec![format!("By={};URI={}", id("b"), id("a")).as_str()]
+    );
+    for (p, series) in [
+        (&a, "ringmesh_tls_handshakes_total{cluster=\"b\"}"),
+        (&b, "ringmesh_tls_handshakes_total{listener=\"inbound\"}"),
+    ] {
+        let hs = p.metric(series).unwrap();
+        assert!(hs >= 1.0, "handshakes {hs}");
+        let m = p.metrics();
+        assert_eq!(
+            metric_value(&m, "ringmesh_ktls_offload_declined_total"),
+            Some(hs),
+            "every session went through the hand-off; metrics:\n{m}"
+        );
+        assert_metric_line(&m, "ringmesh_ktls_offload_failures_total 0");
+        assert_metric_line(&m, "ringmesh_ktls_offloads_total 0");
+    }
+}
+
+#[test]
+fn ktls_on_without_kernel_support_exits_1_with_a_clear_message() {
+    if kernel_has_ktls() {
+        return;
+    }
+    let pki = Pki::new();
+    let app = Upstream::start("app");
+    let port = free_port();
+    let body = format!(
+        "{}listeners:\n{}clusters:\n{}",
+        pki.identity("b"),
+        http_listener("inbound", port, "app", "    mtls: { mode: strict }\n"),
+        cluster_yaml("app", &[app.addr])
+    );
+    let admin = local(free_port());
+    let path = pki.write("proxy.yaml", &config_text(admin, &body));
+    let r = run_proxy(
+        &["--config", &path, "--ktls", "on"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        r.status.and_then(|s| s.code()),
+        Some(1),
+        "{:?} {}",
+        r.status,
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("--ktls on: kernel TLS is not available on this host"),
+        "stderr: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("modprobe tls"), "stderr: {}", r.stderr);
+    assert!(connect_refused(local(port)), "no listener may be bound");
 }

@@ -49,7 +49,7 @@ pub fn offload(
     mut conn: rustls::Connection,
 ) -> Result<(KtlsStream, Vec<u8>), OffloadError> {
     let decline = |tcp, conn, kind, msg: String| {
-        super::count_offload(false);
+        super::count_offload(super::Outcome::Declined);
         Err(OffloadError::Declined(Box::new(Declined {
             tcp,
             conn,
@@ -131,7 +131,7 @@ pub fn offload(
     }
     // From here on the session is committed to the kernel.
     let fail = |msg: String| {
-        super::count_offload(false);
+        super::count_offload(super::Outcome::Failed);
         Err(OffloadError::Failed(io::Error::other(msg)))
     };
     let mut plaintext = vec![0u8; pending];
@@ -157,7 +157,7 @@ pub fn offload(
     if let Err(e) = rx.set(&fd) {
         return fail(format!("kTLS TLS_RX: {e}"));
     }
-    super::count_offload(true);
+    super::count_offload(super::Outcome::Offloaded);
     let usage = KeyUsage::new(tx_seq, retire_after(limit));
     Ok((KtlsStream::new(tcp, usage), plaintext))
 }

@@ -13,7 +13,7 @@ pub mod testing;
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crypto::dummy_tx;
@@ -132,8 +132,15 @@ pub fn probe() -> Result<Support, String> {
 }
 
 static SUPPORT: OnceLock<Option<Support>> = OnceLock::new();
+/// `--ktls on` and the probe passed: the rustls provider offers only the
+/// TLS 1.3 suites the kernel accepted (`tls::provider`).
+static REQUIRED: OnceLock<Support> = OnceLock::new();
+/// Tests only (`--ktls-test-handoff`): run the record-bounded handshake and
+/// the hand-off attempt even without kTLS (it then declines at the ULP).
+static TEST_HANDOFF: AtomicBool = AtomicBool::new(false);
 static OFFLOADS: AtomicU64 = AtomicU64::new(0);
 static OFFLOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
+static OFFLOAD_DECLINED: AtomicU64 = AtomicU64::new(0);
 
 /// Decides at start whether kTLS runs, from `mode` and (unless off) the probe.
 /// `Ok(None)`: user-space rustls only. `Err`: `--ktls on` on a kernel without
@@ -141,7 +148,31 @@ static OFFLOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub fn init(mode: Mode) -> Result<Option<Support>, String> {
     let got = decide(mode, probe)?;
     let _ = SUPPORT.set(got);
+    if let (Mode::On, Some(s)) = (mode, got) {
+        let _ = REQUIRED.set(s);
+    }
     Ok(got)
+}
+
+/// The suites the kernel accepted when kTLS is required (`--ktls on`): TLS
+/// configs offer no other TLS 1.3 suite, so every mesh session can move to
+/// the kernel. None under auto/off.
+pub fn required() -> Option<Support> {
+    REQUIRED.get().copied()
+}
+
+/// Handshakes read record by record and are handed to `offload` afterwards:
+/// kTLS is enabled (or forced by tests).
+pub fn wanted() -> bool {
+    enabled().is_some() || TEST_HANDOFF.load(Ordering::Relaxed)
+}
+
+/// Tests only: hand every TLS session to `offload` even without kTLS, so the
+/// record-bounded handshake and the declined path run end to end on kernels
+/// without kTLS. Set once at start, before any config is compiled.
+#[doc(hidden)]
+pub fn force_handoff_for_tests() {
+    TEST_HANDOFF.store(true, Ordering::Relaxed);
 }
 
 fn decide(
@@ -178,8 +209,23 @@ pub fn enabled() -> Option<Support> {
     SUPPORT.get().copied().flatten()
 }
 
-pub(crate) fn count_offload(ok: bool) {
-    let c = if ok { &OFFLOADS } else { &OFFLOAD_FAILURES };
+/// Outcome of one hand-off attempt, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Offloaded,
+    /// Given back untouched (TLS 1.2, a suite the kernel lacks, no kTLS):
+    /// the session goes on in user space.
+    Declined,
+    /// The session was lost half-way; the connection is closed.
+    Failed,
+}
+
+pub(crate) fn count_offload(o: Outcome) {
+    let c = match o {
+        Outcome::Offloaded => &OFFLOADS,
+        Outcome::Declined => &OFFLOAD_DECLINED,
+        Outcome::Failed => &OFFLOAD_FAILURES,
+    };
     // Once per connection, at the end of its handshake: a shared atomic is
     // cheap enough and keeps the counter process-wide.
     c.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +253,11 @@ pub fn metrics(extra: &mut Vec<(&'static str, String, f64)>) {
         "ringmesh_ktls_offload_failures_total",
         String::new(),
         OFFLOAD_FAILURES.load(Ordering::Relaxed) as f64,
+    ));
+    extra.push((
+        "ringmesh_ktls_offload_declined_total",
+        String::new(),
+        OFFLOAD_DECLINED.load(Ordering::Relaxed) as f64,
     ));
 }
 

@@ -7,6 +7,9 @@ pub mod sniff;
 pub mod stream;
 pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,24 +111,26 @@ pub async fn accept(
         DownstreamTls::Edge { config } => config,
     };
     let peer = s.peer_addr().ok();
+    let ktls = crate::ktls::wanted();
     let res = match rustls::ServerConnection::new(config.clone()) {
         Ok(c) => {
             let opts = stream::Handshake {
                 timeout,
-                record_bounded: false,
+                record_bounded: ktls,
             };
             TlsStream::handshake(s, c.into(), opts)
                 .await
                 .map_err(|e| describe(&e))
+                .and_then(|tls| hand_off(tls, ktls))
         }
         Err(e) => Err(e.to_string()),
     };
     match res {
-        Ok(tls) => {
+        Ok(conn) => {
             if let Some(st) = stats {
                 st.handshakes.inc();
             }
-            Some(crate::conn::Conn::Tls(Box::new(tls)))
+            Some(conn)
         }
         Err(why) => {
             if let Some(st) = stats {
@@ -137,6 +142,27 @@ pub async fn accept(
             ));
             None
         }
+    }
+}
+
+/// After a handshake: with `ktls` (kTLS enabled, the handshake was record
+/// bounded) the session moves to the kernel when it can. A declined hand-off
+/// (TLS 1.2 edge session, a suite the kernel lacks) goes on in user space
+/// from the pieces given back; a failed one lost the session (counted in
+/// `ringmesh_ktls_offload_failures_total`) and the connection is closed.
+pub fn hand_off(tls: TlsStream, ktls: bool) -> Result<crate::conn::Conn, String> {
+    use crate::conn::{Conn, KtlsConn};
+    if !ktls {
+        return Ok(Conn::Tls(Box::new(tls)));
+    }
+    let peer = tls.peer_identity().cloned();
+    let (tcp, conn) = tls.into_parts();
+    match crate::ktls::offload(tcp, conn) {
+        Ok((k, plaintext)) => Ok(Conn::Ktls(Box::new(KtlsConn::new(k, plaintext, peer)))),
+        Err(crate::ktls::OffloadError::Declined(d)) => Ok(Conn::Tls(Box::new(
+            TlsStream::from_parts(d.tcp, d.conn, peer),
+        ))),
+        Err(crate::ktls::OffloadError::Failed(e)) => Err(format!("kTLS hand-off failed: {e}")),
     }
 }
 
@@ -351,6 +377,9 @@ pub fn edge_server_config(f: &str, t: &model::ListenerTls) -> CResult<Arc<Server
         .map_err(|e| (f.to_owned(), e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(r));
+    // TLS 1.3 edge sessions move to the kernel too (TLS 1.2 ones stay in
+    // user space: `ktls::offload` declines them before touching anything).
+    c.enable_secret_extraction = crate::ktls::wanted();
     c.alpn_protocols = if t.alpn.is_empty() {
         vec![b"http/1.1".to_vec()]
     } else {

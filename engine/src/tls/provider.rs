@@ -6,8 +6,24 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
+///
+/// Under `--ktls on` (`ktls::required()`), the TLS 1.3 suites are cut down to
+/// the ones the kernel accepted at the probe, so every mesh session can move
+/// to the kernel; TLS 1.2 suites (edge listeners only) stay and run in user
+/// space. `ktls::init` runs before the first config is compiled.
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
+    P.get_or_init(|| {
+        let mut p = rustls::crypto::ring::default_provider();
+        if let Some(k) = crate::ktls::required() {
+            p.cipher_suites.retain(|s| match s {
+                rustls::SupportedCipherSuite::Tls13(_) => {
+                    crate::ktls::Suite::of(*s).is_some_and(|x| k.has(x))
+                }
+                _ => true,
+            });
+        }
+        Arc::new(p)
+    })
+    .clone()
 }

@@ -408,6 +408,18 @@ impl TlsStream {
         (self.io, self.tls)
     }
 
+    /// Rebuilds a stream from `into_parts` (a kTLS hand-off that declined):
+    /// the session goes on in user space where it stopped.
+    pub fn from_parts(io: TcpStream, tls: Connection, peer: Option<Arc<str>>) -> Self {
+        TlsStream {
+            io,
+            tls,
+            cipher: Cipher::default(),
+            out: Vec::new(),
+            peer,
+        }
+    }
+
     /// Frees the ciphertext buffer while nothing is pending (idle).
     pub fn release_buffers(&mut self) {
         self.cipher.release();

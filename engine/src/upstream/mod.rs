@@ -166,6 +166,7 @@ async fn handshake(
     s: monoio::net::TcpStream,
 ) -> Result<Conn, ConnectError> {
     let stats = cs.stats.tls.as_ref();
+    let ktls = crate::ktls::wanted();
     let Some(config) = &t.config else {
         return Err(ConnectError::Tls(
             "this proxy has no mesh certificate yet".into(),
@@ -175,21 +176,22 @@ async fn handshake(
         Ok(c) => {
             let opts = crate::tls::stream::Handshake {
                 timeout: cs.config.connect_timeout,
-                record_bounded: false,
+                record_bounded: ktls,
             };
             crate::tls::TlsStream::handshake(s, c.into(), opts)
                 .await
                 .map_err(|e| crate::tls::describe(&e))
+                .and_then(|tls| crate::tls::hand_off(tls, ktls))
         }
         Err(e) => Err(e.to_string()),
     };
     match res {
-        Ok(tls) => {
+        Ok(conn) => {
             if let Some(st) = stats {
                 st.handshakes.inc();
             }
             ep.connect_ok();
-            Ok(Conn::Tls(Box::new(tls)))
+            Ok(conn)
         }
         Err(why) => {
             if let Some(st) = stats {

@@ -96,7 +96,12 @@ impl Endpoint {
         None
     }
 
+    /// Keeps `conn` for reuse; a kTLS connection near its key's usage limit
+    /// is closed instead (retired: the kernel cannot re-key it).
     pub fn checkin(&self, mut conn: Conn, max_idle: usize) {
+        if !conn.reusable() {
+            return;
+        }
         conn.release_buffers();
         let mut idle = self.idle.borrow_mut();
         if idle.len() < max_idle {
