@@ -2,10 +2,15 @@
 //! task per proxy stream. The first request announces the node; the task
 //! registers it, then sends a response for every subscribed type whose
 //! version for this node differs from what the proxy has, in the order
-//! CLUSTER, ENDPOINTS, LISTENER, ROUTE_TABLE (then SECRET, AUTHORIZATION_POLICY),
-//! each with a fresh nonce, and records ACKs and NACKs. Every task watches
-//! the shared world and computes only its own node's snapshot when it
-//! changes; it keeps versions between pushes, not resources.
+//! SECRET, CLUSTER, ENDPOINTS, LISTENER, ROUTE_TABLE, each with a fresh
+//! nonce, and records ACKs and NACKs. Every task watches the shared world
+//! and computes only its own node's snapshot when it changes; it keeps
+//! versions between pushes, not resources.
+//!
+//! SECRET is the node's own: the trust bundle and the certificate last
+//! issued on this stream. A SECRET request carrying a CSR is answered with a
+//! new certificate (or ends the stream when refused); a SECRET push never
+//! rebuilds the other types.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -16,10 +21,13 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use ringmesh_proto::v1::aggregated_discovery_server::AggregatedDiscovery;
-use ringmesh_proto::v1::{DiscoveryRequest, DiscoveryResponse, ResourceType};
+use ringmesh_proto::v1::{
+    CertificateSigningRequest, DiscoveryRequest, DiscoveryResponse, ResourceType,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::ca::{Ca, Issued, Refusal};
 use crate::log::unix_now;
 use crate::node::NodeInfo;
 use crate::registry::{lock, Nack, NodeRecords};
@@ -39,6 +47,9 @@ const REGISTRATION_WAIT: Duration = Duration::from_secs(2);
 const INFLIGHT: usize = 16;
 /// Longest NACK message kept.
 const MAX_NACK_MESSAGE: usize = 1024;
+/// Index of SECRET in `TYPES`.
+const SECRET: usize = 4;
+
 /// Largest request accepted from a proxy.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
@@ -174,7 +185,11 @@ async fn run(
         world.wait_for(|w| w.registry_generation >= c.generation),
     )
     .await;
+    let ca = shared.ca();
     let mut stream = Stream {
+        ca,
+        issued: None,
+        secret_inputs: None,
         shared: shared.clone(),
         info: info.clone(),
         records: c.records,
@@ -213,6 +228,13 @@ async fn run(
 
 struct Stream {
     shared: Arc<Shared>,
+    /// The CA in force; a change of its trust bundle is pushed.
+    ca: watch::Receiver<Arc<Ca>>,
+    /// The certificate last issued on this stream, with its request id.
+    issued: Option<(Issued, String)>,
+    /// What the SECRET version was last computed from (CA, trust domain,
+    /// serial), to skip hashing when nothing changed.
+    secret_inputs: Option<(u64, String, Option<String>)>,
     info: Arc<NodeInfo>,
     records: Arc<Mutex<NodeRecords>>,
     subscribed: [bool; TYPES.len()],
@@ -256,7 +278,8 @@ impl Stream {
             }
             // Cheap when nothing this node sees changed.
             let current = world.borrow_and_update().clone();
-            for resp in self.responses(&current) {
+            let secret = self.secret_response(&current);
+            for resp in secret.into_iter().chain(self.responses(&current)) {
                 tokio::select! {
                     biased;
                     _ = &mut *kicked => return End::Replaced,
@@ -282,12 +305,110 @@ impl Stream {
                         return End::Shutdown;
                     }
                 }
+                r = self.ca.changed() => {
+                    if r.is_err() {
+                        return End::Shutdown;
+                    }
+                }
             }
         }
     }
 
-    /// Applies one request: a subscribe, an ACK or a NACK.
-    fn handle(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+    /// Applies one request: a subscribe, an ACK or a NACK, and a CSR it
+    /// carries.
+    fn handle(&mut self, mut req: DiscoveryRequest) -> Result<(), Status> {
+        let csr = req.csr.take();
+        self.handle_versions(req)?;
+        match csr {
+            Some(csr) => self.issue(&csr),
+            None => Ok(()),
+        }
+    }
+
+    /// Signs a certificate for this node's identity, or refuses the CSR
+    /// (the stream then ends with the reason).
+    fn issue(&mut self, csr: &CertificateSigningRequest) -> Result<(), Status> {
+        let td = self.shared.current_world().mesh.trust_domain.clone();
+        let id = spiffe_id(&td, &self.info);
+        let ca = self.ca.borrow().clone();
+        match ca.sign(&csr.csr_pem, &id, time::OffsetDateTime::now_utc()) {
+            Ok(issued) => {
+                self.shared.metrics.issued();
+                log_info!(
+                    "node {}: issued a certificate for {id} (serial {}, valid until {})",
+                    self.info.id,
+                    issued.serial,
+                    issued.not_after
+                );
+                lock(&self.records).certificate = Some((issued.serial.clone(), issued.not_after));
+                self.issued = Some((issued, clip(&csr.request_id, 256)));
+                Ok(())
+            }
+            Err(refusal) => {
+                self.shared.metrics.csr_refused(refusal.reason());
+                let msg = format!("CSR refused: {}", refusal.message());
+                Err(match refusal {
+                    Refusal::Identity(_) => Status::permission_denied(msg),
+                    Refusal::Invalid(_) => Status::invalid_argument(msg),
+                })
+            }
+        }
+    }
+
+    /// The SECRET response to send now, if SECRET is subscribed and its
+    /// content (trust bundle, trust domain, certificate) changed.
+    fn secret_response(&mut self, world: &World) -> Option<DiscoveryResponse> {
+        if !self.subscribed[SECRET] {
+            return None;
+        }
+        let ca = self.ca.borrow_and_update().clone();
+        let td = &world.mesh.trust_domain;
+        let inputs = (
+            ca.generation,
+            td.clone(),
+            self.issued
+                .as_ref()
+                .map(|(i, r)| format!("{}/{r}", i.serial)),
+        );
+        if self.secret_inputs.as_ref() == Some(&inputs) && self.known[SECRET].is_some() {
+            return None;
+        }
+        self.secret_inputs = Some(inputs);
+        let ts = snapshot::secrets(
+            &ca.roots,
+            td,
+            self.issued.as_ref().map(|(i, r)| (i, r.as_str())),
+        );
+        if self.known[SECRET].as_deref() == Some(ts.version.as_str()) {
+            return None;
+        }
+        let nonce = self.shared.next_nonce();
+        let resp = DiscoveryResponse {
+            r#type: ResourceType::Secret as i32,
+            version_info: ts.version.clone(),
+            nonce: nonce.clone(),
+            resources: ts.resources.iter().map(|r| r.resource.clone()).collect(),
+        };
+        self.record_sent(SECRET, &ts.version, nonce, unix_now());
+        Some(resp)
+    }
+
+    fn record_sent(&mut self, i: usize, version: &str, nonce: String, now: u64) {
+        self.known[i] = Some(version.to_owned());
+        if self.inflight[i].len() == INFLIGHT {
+            self.inflight[i].pop_front();
+        }
+        self.inflight[i].push_back((nonce.clone(), version.to_owned(), Instant::now()));
+        self.shared.metrics.pushed(i);
+        let mut rec = lock(&self.records);
+        let r = &mut rec.types[i];
+        r.sent_version = Some(version.to_owned());
+        r.sent_nonce = Some(nonce);
+        r.sent_at = Some(now);
+    }
+
+    /// Applies the version part of a request: a subscribe, an ACK or a NACK.
+    fn handle_versions(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         if let Some(n) = &req.node {
             if n.id != self.info.id {
                 return Err(Status::invalid_argument(format!(
@@ -314,6 +435,9 @@ impl Stream {
         let now = unix_now();
         if req.response_nonce.is_empty() {
             self.subscribed[i] = true;
+            if i == SECRET {
+                self.secret_inputs = None;
+            }
             let has = (!req.version_info.is_empty()).then(|| req.version_info.clone());
             let mut rec = lock(&self.records);
             rec.types[i].subscribed = true;
@@ -381,8 +505,9 @@ impl Stream {
     /// The responses to send now, in push order, recorded as sent.
     fn responses(&mut self, world: &World) -> Vec<DiscoveryResponse> {
         if let Some(c) = self.computed.as_mut() {
-            let sent = (0..TYPES.len())
-                .all(|i| !self.subscribed[i] || self.known[i].as_ref() == Some(&c.versions[i]));
+            let sent = (0..TYPES.len()).all(|i| {
+                i == SECRET || !self.subscribed[i] || self.known[i].as_ref() == Some(&c.versions[i])
+            });
             if sent && c.still_current(world) {
                 c.generation = world.generation;
                 return Vec::new();
@@ -400,7 +525,10 @@ impl Stream {
         let now = unix_now();
         for (i, &t) in TYPES.iter().enumerate() {
             let ts = snap.get(t);
-            if !self.subscribed[i] || self.known[i].as_deref() == Some(ts.version.as_str()) {
+            if i == SECRET
+                || !self.subscribed[i]
+                || self.known[i].as_deref() == Some(ts.version.as_str())
+            {
                 continue;
             }
             let nonce = self.shared.next_nonce();
@@ -410,17 +538,7 @@ impl Stream {
                 nonce: nonce.clone(),
                 resources: ts.resources.iter().map(|r| r.resource.clone()).collect(),
             });
-            self.known[i] = Some(ts.version.clone());
-            if self.inflight[i].len() == INFLIGHT {
-                self.inflight[i].pop_front();
-            }
-            self.inflight[i].push_back((nonce.clone(), ts.version.clone(), Instant::now()));
-            self.shared.metrics.pushed(i);
-            let mut rec = lock(&self.records);
-            let r = &mut rec.types[i];
-            r.sent_version = Some(ts.version.clone());
-            r.sent_nonce = Some(nonce);
-            r.sent_at = Some(now);
+            self.record_sent(i, &ts.version, nonce, now);
         }
         self.computed = Some(Computed {
             generation: world.generation,
@@ -464,4 +582,12 @@ fn clip(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+/// `spiffe://TD/ns/NAMESPACE/sa/SERVICE`: the one identity a node may have.
+pub fn spiffe_id(trust_domain: &str, node: &NodeInfo) -> String {
+    format!(
+        "spiffe://{trust_domain}/ns/{}/sa/{}",
+        node.service.namespace, node.service.name
+    )
 }

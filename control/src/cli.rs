@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mesh in a config directory to every proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the nodes, their versions and errors from a running control plane.
     Status(StatusArgs),
 }
@@ -45,6 +45,35 @@ pub struct ServeArgs {
     /// the grace period).
     #[arg(long, value_name = "DURATION", default_value = "45s", value_parser = parse_duration)]
     pub restart_grace: Duration,
+    /// Where the generated mesh root lives (root.pem 0644, root.key.pem
+    /// 0600, directory 0700). Default: <data-dir>/ca. Ignored with --ca-cert.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Bring your own CA: the signing certificate (a root or an
+    /// intermediate), optionally followed by its intermediates up to but
+    /// excluding the root. Needs --ca-key.
+    #[arg(long, value_name = "FILE", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The PEM private key of --ca-cert (must not be readable by group or
+    /// others).
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Every root proxies trust (old and new during a rotation). Default:
+    /// the generated root, or the self-signed last certificate of --ca-cert.
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Lifetime of the certificates issued to proxies (at least 1s); they
+    /// renew at half of it.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_lifetime)]
+    pub cert_lifetime: Duration,
+}
+
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("a certificate lifetime is at least 1s".into());
+    }
+    Ok(d)
 }
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ringmesh-control";
@@ -101,5 +130,24 @@ mod tests {
         assert_eq!(a.grace_period, Duration::from_secs(1));
         assert_eq!(a.restart_grace, Duration::from_secs(45));
         assert_eq!(a.listen.to_string(), "127.0.0.1:15012");
+        assert_eq!(a.cert_lifetime, Duration::from_secs(24 * 3600));
+        assert!(Cli::try_parse_from([
+            "ringmesh-control",
+            "serve",
+            "--config-dir",
+            "/etc/mesh",
+            "--cert-lifetime",
+            "500ms",
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "ringmesh-control",
+            "serve",
+            "--config-dir",
+            "/etc/mesh",
+            "--ca-cert",
+            "/x.pem",
+        ])
+        .is_err());
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod ads;
 pub mod ads_server;
+pub mod ca;
 pub mod cli;
 pub mod hash;
 pub mod log;

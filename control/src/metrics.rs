@@ -23,6 +23,11 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_rejected: AtomicU64,
+    certificates_issued: AtomicU64,
+    csr_refused_identity: AtomicU64,
+    csr_refused_invalid: AtomicU64,
+    ca_reloads_ok: AtomicU64,
+    ca_reloads_failed: AtomicU64,
 }
 
 /// Values read at scrape time.
@@ -30,6 +35,8 @@ pub struct Gauges {
     pub connected_proxies: usize,
     /// (service key, endpoints) for every declared service.
     pub endpoints: Vec<(String, usize)>,
+    /// Roots in the trust bundle handed to proxies.
+    pub trust_bundle_roots: usize,
 }
 
 impl Metrics {
@@ -60,6 +67,27 @@ impl Metrics {
             self.reloads_ok.fetch_add(1, Relaxed);
         } else {
             self.reloads_rejected.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn issued(&self) {
+        self.certificates_issued.fetch_add(1, Relaxed);
+    }
+
+    /// `reason`: "identity" or "invalid".
+    pub fn csr_refused(&self, reason: &str) {
+        if reason == "identity" {
+            self.csr_refused_identity.fetch_add(1, Relaxed);
+        } else {
+            self.csr_refused_invalid.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn ca_reloaded(&self, ok: bool) {
+        if ok {
+            self.ca_reloads_ok.fetch_add(1, Relaxed);
+        } else {
+            self.ca_reloads_failed.fetch_add(1, Relaxed);
         }
     }
 
@@ -146,6 +174,60 @@ impl Metrics {
         );
         header(
             &mut out,
+            "certificates_issued_total",
+            "counter",
+            "Certificates signed from proxies' CSRs.",
+        );
+        let _ = writeln!(
+            out,
+            "ringmesh_control_certificates_issued_total {}",
+            self.certificates_issued.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "csr_refused_total",
+            "counter",
+            "CSRs refused: for an identity the node may not have, or invalid.",
+        );
+        let _ = writeln!(
+            out,
+            "ringmesh_control_csr_refused_total{{reason=\"identity\"}} {}",
+            self.csr_refused_identity.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "ringmesh_control_csr_refused_total{{reason=\"invalid\"}} {}",
+            self.csr_refused_invalid.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "ca_reloads_total",
+            "counter",
+            "Reloads of the CA files on SIGHUP, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "ringmesh_control_ca_reloads_total{{result=\"ok\"}} {}",
+            self.ca_reloads_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "ringmesh_control_ca_reloads_total{{result=\"failed\"}} {}",
+            self.ca_reloads_failed.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "trust_bundle_roots",
+            "gauge",
+            "Roots in the trust bundle pushed to proxies.",
+        );
+        let _ = writeln!(
+            out,
+            "ringmesh_control_trust_bundle_roots {}",
+            g.trust_bundle_roots
+        );
+        header(
+            &mut out,
             "endpoints",
             "gauge",
             "Endpoints of each declared service: registered instances plus static ones.",
@@ -186,9 +268,15 @@ mod tests {
         m.nacked(3);
         m.reloaded(true);
         m.reloaded(false);
+        m.issued();
+        m.csr_refused("identity");
+        m.csr_refused("invalid");
+        m.csr_refused("invalid");
+        m.ca_reloaded(false);
         let text = m.render(&Gauges {
             connected_proxies: 2,
             endpoints: vec![("b.default".into(), 3)],
+            trust_bundle_roots: 2,
         });
         for line in [
             "ringmesh_control_connected_proxies 2",
@@ -206,6 +294,12 @@ mod tests {
             "ringmesh_control_config_reloads_total{result=\"rejected\"} 1",
             "ringmesh_control_endpoints{service=\"b.default\"} 3",
             "# TYPE ringmesh_control_push_latency_seconds histogram",
+            "ringmesh_control_certificates_issued_total 1",
+            "ringmesh_control_csr_refused_total{reason=\"identity\"} 1",
+            "ringmesh_control_csr_refused_total{reason=\"invalid\"} 2",
+            "ringmesh_control_ca_reloads_total{result=\"ok\"} 0",
+            "ringmesh_control_ca_reloads_total{result=\"failed\"} 1",
+            "ringmesh_control_trust_bundle_roots 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

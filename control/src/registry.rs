@@ -42,6 +42,8 @@ pub struct NodeRecords {
     pub types: [TypeRecord; TYPES.len()],
     /// Why the node gets nothing (e.g. its service is not in the mesh).
     pub problem: Option<String>,
+    /// The last certificate issued to the node: (serial hex, not_after).
+    pub certificate: Option<(String, i64)>,
 }
 
 pub struct Entry {

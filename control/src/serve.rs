@@ -1,7 +1,8 @@
 //! `ringmesh-control serve`: loads the config directory (refusing to start
 //! on an invalid one), restores saved nodes, serves discovery, health and
 //! reflection on the gRPC address and the admin endpoint, reloads the mesh
-//! when the directory changes (or on SIGHUP), and shuts down gracefully on
+//! when the directory changes (or on SIGHUP, which also reloads the CA
+//! files), and shuts down gracefully on
 //! SIGTERM/SIGINT.
 
 use std::path::{Path, PathBuf};
@@ -17,9 +18,9 @@ use tonic_health::ServingStatus;
 use crate::ads::Ads;
 use crate::ads_server::AdsServer;
 use crate::cli::{ServeArgs, DEFAULT_DATA_DIR};
-use crate::mesh;
 use crate::persist::Store;
-use crate::state::{Options, Shared};
+use crate::state::{CaConfig, Options, Shared};
+use crate::{ca, mesh};
 use crate::{log_info, log_warn};
 
 /// Pings on each proxy's connection; a proxy that does not answer within
@@ -47,6 +48,37 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             Vec::new()
         }),
     };
+    let ca_source = match (&args.ca_cert, &args.ca_key) {
+        (Some(cert), Some(key)) => ca::Source::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            bundle: args.ca_bundle.clone(),
+        },
+        _ => ca::Source::Generated {
+            dir: args.ca_dir.clone().unwrap_or_else(|| {
+                args.data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+                    .join("ca")
+            }),
+        },
+    };
+    let ca = {
+        let source = ca_source.clone();
+        let td = mesh.trust_domain.clone();
+        let lifetime = args.cert_lifetime;
+        tokio::task::spawn_blocking(move || ca::Ca::load(&source, &td, lifetime))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("certificate authority: {e}"))?
+    };
+    log_info!(
+        "certificate authority: {} (signing with {}), {} trusted roots, certificates live {:?}",
+        ca_source,
+        ca.subject,
+        ca.roots.len(),
+        args.cert_lifetime
+    );
     let grpc = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (--listen): {e}", args.listen))?;
@@ -67,6 +99,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             restart_grace: args.restart_grace,
         },
         store,
+        CaConfig {
+            ca,
+            source: ca_source,
+            lifetime: args.cert_lifetime,
+        },
     );
     shared.restore(saved);
     tokio::spawn(shared.clone().run_rebuilder());
@@ -115,7 +152,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 tokio::select! {
                     _ = term.recv() => break,
                     _ = int.recv() => break,
-                    _ = hup.recv() => reload.notify_one(),
+                    _ = hup.recv() => {
+                        reload.notify_one();
+                        let shared = shared.clone();
+                        tokio::spawn(async move { shared.reload_ca().await });
+                    }
                 }
             }
             log_info!("shutting down: ending every stream (proxies keep their config)");

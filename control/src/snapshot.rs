@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use ringmesh_proto::v1::{self, resource::Kind, ResourceType};
 
+use crate::ca::Issued;
 use crate::hash::{self, Fnv128};
-use crate::mesh::{HeaderMatchKind, PathMatch, PolicyAction, Protocol, Service, ServiceKey};
+use crate::mesh::{
+    HeaderMatchKind, MtlsMode, PathMatch, Policy, PolicyAction, Protocol, Service, ServiceKey,
+};
 use crate::node::NodeInfo;
 use crate::world::{duration, rule_for, ClusterRef, Hashed, World};
 
@@ -95,7 +98,6 @@ struct Builder {
     endpoints: BTreeMap<String, Arc<Hashed>>,
     listeners: BTreeMap<String, Arc<Hashed>>,
     routes: BTreeMap<String, Arc<Hashed>>,
-    policies: BTreeMap<String, Arc<Hashed>>,
     deps: Vec<u32>,
 }
 
@@ -110,8 +112,11 @@ impl Builder {
                 TypeSnapshot::new(self.endpoints),
                 TypeSnapshot::new(self.listeners),
                 TypeSnapshot::new(self.routes),
+                // SECRET is per stream (the node's certificate), built by
+                // `ads`; AUTHORIZATION_POLICY is no longer used: policies
+                // ride inside the inbound listeners.
                 TypeSnapshot::new(BTreeMap::new()),
-                TypeSnapshot::new(self.policies),
+                TypeSnapshot::new(BTreeMap::new()),
             ],
             problem,
         }
@@ -128,6 +133,42 @@ fn put(map: &mut BTreeMap<String, Arc<Hashed>>, name: String, kind: Kind) {
     );
 }
 
+/// A node's SECRET set: `trust-bundle` (every root and the trust domain)
+/// and, once issued, `identity` (its certificate chain, no key).
+pub fn secrets(
+    roots: &[String],
+    trust_domain: &str,
+    issued: Option<(&Issued, &str)>,
+) -> TypeSnapshot {
+    let mut m = BTreeMap::new();
+    let bundle = v1::Secret {
+        name: TRUST_BUNDLE.into(),
+        kind: Some(v1::secret::Kind::TrustBundle(v1::TrustBundle {
+            root_certificates_pem: roots.iter().map(|r| r.as_bytes().to_vec()).collect(),
+            trust_domain: trust_domain.to_owned(),
+        })),
+    };
+    put(&mut m, TRUST_BUNDLE.into(), Kind::Secret(bundle));
+    if let Some((i, request_id)) = issued {
+        let identity = v1::Secret {
+            name: IDENTITY.into(),
+            kind: Some(v1::secret::Kind::IssuedCertificate(v1::IssuedCertificate {
+                certificate_chain_pem: i.chain_pem.as_bytes().to_vec(),
+                spiffe_id: i.spiffe_id.clone(),
+                not_before_unix: i.not_before,
+                not_after_unix: i.not_after,
+                request_id: request_id.to_owned(),
+            })),
+        };
+        put(&mut m, IDENTITY.into(), Kind::Secret(identity));
+    }
+    TypeSnapshot::new(m)
+}
+
+/// Names of a node's SECRET resources.
+pub const TRUST_BUNDLE: &str = "trust-bundle";
+pub const IDENTITY: &str = "identity";
+
 /// Builds node `node`'s snapshot from `world`.
 pub fn build(world: &World, node: &NodeInfo) -> Snapshot {
     let mut b = Builder::default();
@@ -137,45 +178,58 @@ pub fn build(world: &World, node: &NodeInfo) -> Snapshot {
             "service {key} is not declared in the mesh: the node gets empty resources"
         )));
     };
-    inbound(&mut b, svc, node);
+    let policies = world
+        .mesh
+        .policies
+        .iter()
+        .filter(|p| p.service == key)
+        .map(authorization_policy)
+        .collect();
+    inbound(&mut b, svc, node, policies);
     outbound(&mut b, world, svc, node);
-    for p in world.mesh.policies.iter().filter(|p| p.service == key) {
-        let policy = v1::AuthorizationPolicy {
-            name: p.name.clone(),
-            service: key.to_string(),
-            action: match p.action {
-                PolicyAction::Allow => v1::authorization_policy::Action::Allow,
-                PolicyAction::Deny => v1::authorization_policy::Action::Deny,
-            } as i32,
-            rules: p
-                .rules
-                .iter()
-                .map(|r| v1::AuthorizationRule {
-                    source_identities: r.source_identities.clone(),
-                    source_namespaces: r.source_namespaces.clone(),
-                    methods: r.methods.clone(),
-                    paths: r
-                        .paths
-                        .iter()
-                        .map(|(exact, path)| v1::PathMatch {
-                            kind: Some(if *exact {
-                                v1::path_match::Kind::Exact(path.clone())
-                            } else {
-                                v1::path_match::Kind::Prefix(path.clone())
-                            }),
-                        })
-                        .collect(),
-                    ports: r.ports.iter().map(|&p| u32::from(p)).collect(),
-                })
-                .collect(),
-        };
-        put(
-            &mut b.policies,
-            p.name.clone(),
-            Kind::AuthorizationPolicy(policy),
-        );
-    }
     b.finish(None)
+}
+
+/// A policy as it rides inside the inbound listeners of its service.
+fn authorization_policy(p: &Policy) -> v1::AuthorizationPolicy {
+    v1::AuthorizationPolicy {
+        name: p.name.clone(),
+        service: p.service.to_string(),
+        action: match p.action {
+            PolicyAction::Allow => v1::authorization_policy::Action::Allow,
+            PolicyAction::Deny => v1::authorization_policy::Action::Deny,
+        } as i32,
+        rules: p
+            .rules
+            .iter()
+            .map(|r| v1::AuthorizationRule {
+                source_identities: r.source_identities.clone(),
+                source_namespaces: r.source_namespaces.clone(),
+                methods: r.methods.clone(),
+                paths: r
+                    .paths
+                    .iter()
+                    .map(|(exact, path)| v1::PathMatch {
+                        kind: Some(if *exact {
+                            v1::path_match::Kind::Exact(path.clone())
+                        } else {
+                            v1::path_match::Kind::Prefix(path.clone())
+                        }),
+                    })
+                    .collect(),
+                ports: r.ports.iter().map(|&p| u32::from(p)).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The listener mode of a service's inbound listeners.
+pub fn mtls_mode(m: MtlsMode) -> v1::MtlsMode {
+    match m {
+        MtlsMode::Strict => v1::MtlsMode::Strict,
+        MtlsMode::Permissive => v1::MtlsMode::Permissive,
+        MtlsMode::Disable => v1::MtlsMode::Unspecified,
+    }
 }
 
 fn protocol(p: Protocol) -> v1::Protocol {
@@ -188,7 +242,14 @@ fn protocol(p: Protocol) -> v1::Protocol {
 /// Per port i of the node's own service: cluster and endpoints `inbound:p`
 /// (the local application), listener `inbound:p` at `address:(inbound+i)`
 /// and, for HTTP, the route table `inbound:p`.
-fn inbound(b: &mut Builder, svc: &Service, node: &NodeInfo) {
+/// Every inbound listener carries the service's mTLS mode and its
+/// authorization policies, so a listener is never in force without them.
+fn inbound(
+    b: &mut Builder,
+    svc: &Service,
+    node: &NodeInfo,
+    policies: Vec<v1::AuthorizationPolicy>,
+) {
     for (i, port) in svc.ports.iter().enumerate() {
         let name = format!("inbound:{}", port.port);
         let app = match (i, node.app_port) {
@@ -236,6 +297,8 @@ fn inbound(b: &mut Builder, svc: &Service, node: &NodeInfo) {
                 route_table: if http { name.clone() } else { String::new() },
                 cluster: if http { String::new() } else { name.clone() },
                 idle_timeout: None,
+                mtls_mode: mtls_mode(svc.mtls) as i32,
+                authorization_policies: policies.clone(),
                 ..Default::default()
             }),
         );

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use crate::ca::{Ca, Source as CaSource};
 use crate::log::unix_now;
 use crate::mesh::{Mesh, MeshError};
 use crate::metrics::{Gauges, Metrics};
@@ -19,7 +20,7 @@ use crate::node::NodeInfo;
 use crate::persist::Store;
 use crate::registry::{lock, ConnId, Connected, Registry};
 use crate::snapshot::{type_name, TYPES};
-use crate::status::{ConfigErrorJson, NackJson, NodeJson, StatusJson, TypeJson};
+use crate::status::{CertificateJson, ConfigErrorJson, NackJson, NodeJson, StatusJson, TypeJson};
 use crate::world::World;
 use crate::{log_info, log_warn};
 
@@ -36,6 +37,13 @@ pub struct Options {
     pub restart_grace: Duration,
 }
 
+/// The CA in force and where it was loaded from (SIGHUP reloads it).
+pub struct CaConfig {
+    pub ca: Ca,
+    pub source: CaSource,
+    pub lifetime: Duration,
+}
+
 pub struct Shared {
     pub opts: Options,
     pub metrics: Metrics,
@@ -49,10 +57,14 @@ pub struct Shared {
     nonce_prefix: String,
     nonce_seq: AtomicU64,
     world_generation: AtomicU64,
+    ca_tx: watch::Sender<Arc<Ca>>,
+    ca_source: CaSource,
+    cert_lifetime: Duration,
 }
 
 impl Shared {
-    pub fn new(mesh: Mesh, opts: Options, store: Option<Store>) -> Arc<Self> {
+    pub fn new(mesh: Mesh, opts: Options, store: Option<Store>, ca: CaConfig) -> Arc<Self> {
+        let (ca_tx, _) = watch::channel(Arc::new(ca.ca));
         let mesh = Arc::new(mesh);
         let world = World::new(0, 0, mesh.clone(), BTreeMap::new(), None);
         let (world_tx, _) = watch::channel(Arc::new(world));
@@ -70,6 +82,9 @@ impl Shared {
             nonce_prefix: format!("{:08x}", fastrand::u32(..)),
             nonce_seq: AtomicU64::new(0),
             world_generation: AtomicU64::new(0),
+            ca_tx,
+            ca_source: ca.source,
+            cert_lifetime: ca.lifetime,
         })
     }
 
@@ -99,6 +114,51 @@ impl Shared {
 
     pub fn current_world(&self) -> Arc<World> {
         self.world_tx.borrow().clone()
+    }
+
+    /// The CA in force; streams watch it for trust bundle changes.
+    pub fn ca(&self) -> watch::Receiver<Arc<Ca>> {
+        self.ca_tx.subscribe()
+    }
+
+    /// Loads the CA files again (SIGHUP). A failure keeps the CA in force.
+    /// Every stream compares its SECRET set with the new CA's and pushes it
+    /// when the trust bundle changed.
+    pub async fn reload_ca(&self) {
+        let source = self.ca_source.clone();
+        let lifetime = self.cert_lifetime;
+        let td = lock(&self.mesh).trust_domain.clone();
+        let loaded = tokio::task::spawn_blocking(move || Ca::load(&source, &td, lifetime)).await;
+        let ca = match loaded {
+            Ok(Ok(ca)) => ca,
+            Ok(Err(e)) => {
+                self.metrics.ca_reloaded(false);
+                log_warn!("CA reload failed: {e}; keeping the CA in force");
+                return;
+            }
+            Err(e) => {
+                self.metrics.ca_reloaded(false);
+                log_warn!("CA reload failed: {e}; keeping the CA in force");
+                return;
+            }
+        };
+        self.metrics.ca_reloaded(true);
+        let old = self.ca_tx.borrow().clone();
+        if old.roots != ca.roots {
+            log_info!(
+                "CA reloaded from {}: signing with {}; the trust bundle now has {} roots (pushed to every proxy)",
+                self.ca_source,
+                ca.subject,
+                ca.roots.len()
+            );
+        } else {
+            log_info!(
+                "CA reloaded from {}: signing with {}; trust bundle unchanged",
+                self.ca_source,
+                ca.subject
+            );
+        }
+        self.ca_tx.send_replace(Arc::new(ca));
     }
 
     pub fn mesh_version(&self) -> String {
@@ -269,6 +329,7 @@ impl Shared {
         Gauges {
             connected_proxies,
             endpoints,
+            trust_bundle_roots: self.ca_tx.borrow().roots.len(),
         }
     }
 
@@ -309,6 +370,12 @@ impl Shared {
                     disconnected_at: e.disconnected_at,
                     problem: records.problem.clone(),
                     types,
+                    certificate: records.certificate.as_ref().map(|(serial, not_after)| {
+                        CertificateJson {
+                            serial: serial.clone(),
+                            not_after: *not_after,
+                        }
+                    }),
                 }
             })
             .collect();

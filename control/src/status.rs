@@ -53,6 +53,17 @@ pub struct NodeJson {
     /// `cluster`, `endpoints`, `listener`, `route_table` (and `secret`,
     /// `authorization_policy` when subscribed).
     pub types: BTreeMap<String, TypeJson>,
+    /// The last certificate issued to the node (not kept across restarts).
+    #[serde(default)]
+    pub certificate: Option<CertificateJson>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateJson {
+    /// Hex.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +116,7 @@ pub fn render_table(s: &StatusJson, now: u64) -> String {
         "ENDPOINTS",
         "LISTENER",
         "ROUTES",
+        "CERT EXPIRES",
         "LAST NACK",
     ]
     .iter()
@@ -138,6 +150,13 @@ pub fn render_table(s: &StatusJson, now: u64) -> String {
             };
             row.push(cell);
         }
+        row.push(match &n.certificate {
+            None => "-".to_string(),
+            Some(c) => match u64::try_from(c.not_after) {
+                Ok(at) if at > now => format!("in {}", age(at - now)),
+                _ => "EXPIRED".to_string(),
+            },
+        });
         let last = n
             .types
             .iter()
@@ -254,6 +273,10 @@ mod tests {
                 disconnected_at: Some(995),
                 problem: None,
                 types,
+                certificate: Some(CertificateJson {
+                    serial: "0a".into(),
+                    not_after: 1000 + 3 * 3600,
+                }),
             }],
         };
         let text = render_table(&s, 1000);
@@ -263,7 +286,7 @@ mod tests {
         let row = text.lines().find(|l| l.starts_with("a-1")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
-            &cells[..9],
+            &cells[..11],
             [
                 "a-1",
                 "a.default",
@@ -273,7 +296,9 @@ mod tests {
                 "01234567",
                 "11111111",
                 "33333333",
-                "77777777*"
+                "77777777*",
+                "in",
+                "3h"
             ]
         );
         assert!(row.ends_with("route_table 55555555 (10s ago): route outbound: unknown cluster x"));

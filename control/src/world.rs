@@ -12,7 +12,7 @@ use prost::Message;
 use ringmesh_proto::v1::{self, resource::Kind};
 
 use crate::hash;
-use crate::mesh::{LbPolicy, Mesh, Protocol, Service, ServiceKey, TrafficRule};
+use crate::mesh::{LbPolicy, Mesh, MtlsMode, Protocol, Service, ServiceKey, TrafficRule};
 use crate::node::NodeInfo;
 
 /// A resource with the content hash of its encoding.
@@ -256,7 +256,9 @@ impl World {
                 address: SocketAddr::new(node.address, port).to_string(),
                 node_id: node.id.clone(),
                 zone: node.zone.clone(),
-                mtls: true,
+                // A proxy's inbound listener: TLS unless its service
+                // turned mTLS off.
+                mtls: svc.mtls != MtlsMode::Disable,
             });
         }
         for se in &svc.static_endpoints {

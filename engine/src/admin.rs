@@ -91,9 +91,13 @@ fn route(path: &str, shared: &Shared) -> (u16, &'static str, String) {
 }
 
 /// Ready once a config is loaded (in control mode: the first complete one
-/// from the control plane) and every worker runs every listener of it.
+/// from the control plane, and an identity that has not expired) and every
+/// worker runs every listener of it.
 pub fn is_ready(shared: &Shared) -> bool {
     if !shared.ready.load(Ordering::Acquire) || shared.is_draining() {
+        return false;
+    }
+    if shared.xds.is_enabled() && !shared.xds.identity_valid(crate::xds::identity::unix_now()) {
         return false;
     }
     let config = shared.config();

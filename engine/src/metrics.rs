@@ -210,6 +210,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Control-plane responses applied (ack) or refused (nack), by resource type.",
     ),
+    (
+        "ringmesh_identity_expiry_timestamp_seconds",
+        "gauge",
+        "When the mesh certificate in force expires (unix seconds; control mode only).",
+    ),
+    (
+        "ringmesh_identity_renewals_total",
+        "counter",
+        "Mesh certificates put in force in place of an earlier one.",
+    ),
+    (
+        "ringmesh_identity_csr_sent_total",
+        "counter",
+        "Certificate signing requests sent to the control plane.",
+    ),
 ];
 
 #[derive(Default)]

@@ -2,15 +2,25 @@
 //! control plane written here (a tonic `AggregatedDiscovery` server with
 //! scripted responses), over real gRPC and real sockets: subscription order
 //! and node, readiness, ACK/NACK, cluster retention, losing and regaining the
-//! control plane, SIGHUP and SIGTERM.
+//! control plane, SIGHUP and SIGTERM, and the identity flow (bundle, CSR,
+//! issued certificate, renewal, refusals).
+//!
+//! By default the fake acts like the real control plane's CA: it answers the
+//! SECRET subscription with a trust bundle and signs every CSR it gets.
 
 mod common;
 use common::*;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
+};
 
 use ringmesh_proto::v1 as pb;
 use ringmesh_proto::v1::aggregated_discovery_server::{
@@ -22,11 +32,204 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 type Outbound = mpsc::UnboundedSender<Result<pb::DiscoveryResponse, tonic::Status>>;
 
-#[derive(Default)]
+const TD: &str = "cluster.local";
+const ME: &str = "spiffe://cluster.local/ns/default/sa/web";
+
+/// The fake's certificate authority.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let pem = p.self_signed(&key).unwrap().pem();
+        Ca {
+            issuer: Issuer::new(p, key),
+            pem,
+        }
+    }
+
+    /// A leaf for `id` over `public`, valid from now (no backdate) for
+    /// `lifetime`. Returns the PEM and its not_before (unix seconds).
+    fn sign(&self, public: &impl PublicKeyData, id: &str, lifetime: Duration) -> (String, i64) {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(id.to_owned().try_into().unwrap())];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now;
+        p.not_after = now + lifetime;
+        p.serial_number = Some(
+            (0..16)
+                .map(|_| fastrand::u8(..0x80))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        (
+            p.signed_by(public, &self.issuer).unwrap().pem(),
+            now.unix_timestamp(),
+        )
+    }
+}
+
+/// A CSR the fake received, checked.
+#[derive(Clone)]
+struct Csr {
+    stream: usize,
+    at: SystemTime,
+    request_id: String,
+    /// The URI SANs it asks for.
+    uris: Vec<String>,
+    subject_empty: bool,
+    /// The requested key's SubjectPublicKeyInfo.
+    spki: Vec<u8>,
+    /// The PEM as sent, for signing by hand.
+    pem: String,
+}
+
+/// A certificate the fake issued by itself.
+#[derive(Clone)]
+struct Issued {
+    request_id: String,
+    not_before: i64,
+}
+
 struct Recorded {
     /// Every request received: (stream number, request).
     requests: Vec<(usize, pb::DiscoveryRequest)>,
     streams: Vec<Outbound>,
+    ca: Arc<Ca>,
+    /// Roots sent in the bundle.
+    roots: Vec<String>,
+    /// Answer a SECRET subscription with the bundle.
+    auto_bundle: bool,
+    /// Sign CSRs as they come (else the test signs).
+    auto_sign: bool,
+    lifetime: Duration,
+    secret_version: u64,
+    /// The last identity sent per stream.
+    current: HashMap<usize, pb::IssuedCertificate>,
+    csrs: Vec<Csr>,
+    issued: Vec<Issued>,
+}
+
+impl Default for Recorded {
+    fn default() -> Self {
+        let ca = Arc::new(Ca::new("fake root"));
+        Recorded {
+            requests: Vec::new(),
+            streams: Vec::new(),
+            roots: vec![ca.pem.clone()],
+            ca,
+            auto_bundle: true,
+            auto_sign: true,
+            lifetime: Duration::from_secs(3600),
+            secret_version: 0,
+            current: HashMap::new(),
+            csrs: Vec::new(),
+            issued: Vec::new(),
+        }
+    }
+}
+
+impl Recorded {
+    /// The SECRET response for `stream`: the bundle and its identity, if any.
+    fn secret_response(&mut self, stream: usize) -> pb::DiscoveryResponse {
+        self.secret_version += 1;
+        let mut resources = vec![(
+            "trust-bundle",
+            PbKind::Secret(pb::Secret {
+                name: "trust-bundle".into(),
+                kind: Some(pb::secret::Kind::TrustBundle(pb::TrustBundle {
+                    root_certificates_pem: self
+                        .roots
+                        .iter()
+                        .map(|r| r.as_bytes().to_vec())
+                        .collect(),
+                    trust_domain: TD.into(),
+                })),
+            }),
+        )];
+        if let Some(ic) = self.current.get(&stream) {
+            resources.push((
+                "identity",
+                PbKind::Secret(pb::Secret {
+                    name: "identity".into(),
+                    kind: Some(pb::secret::Kind::IssuedCertificate(ic.clone())),
+                }),
+            ));
+        }
+        response(
+            pb::ResourceType::Secret,
+            &format!("s{}", self.secret_version),
+            resources,
+        )
+    }
+
+    /// What the fake does with a request besides recording it.
+    fn react(&mut self, stream: usize, req: &pb::DiscoveryRequest) -> Vec<pb::DiscoveryResponse> {
+        let mut out = Vec::new();
+        if req.r#type != pb::ResourceType::Secret as i32 {
+            return out;
+        }
+        if let Some(csr) = &req.csr {
+            let text = String::from_utf8(csr.csr_pem.clone()).unwrap();
+            // Parses and verifies the signature.
+            let parsed = CertificateSigningRequestParams::from_pem(&text)
+                .unwrap_or_else(|e| panic!("bad CSR from the proxy: {e}\n{text}"));
+            let uris = parsed
+                .params
+                .subject_alt_names
+                .iter()
+                .map(|san| match san {
+                    SanType::URI(u) => u.as_str().to_owned(),
+                    other => format!("not a URI: {other:?}"),
+                })
+                .collect();
+            let c = Csr {
+                stream,
+                at: SystemTime::now(),
+                request_id: csr.request_id.clone(),
+                uris,
+                subject_empty: parsed.params.distinguished_name.iter().next().is_none(),
+                spki: parsed.public_key.subject_public_key_info(),
+                pem: text,
+            };
+            self.csrs.push(c.clone());
+            if self.auto_sign {
+                // Like the real CA after its checks: the identity asked for.
+                let id = c.uris.first().cloned().unwrap_or_default();
+                let (chain, not_before) = self.ca.sign(&parsed.public_key, &id, self.lifetime);
+                self.issued.push(Issued {
+                    request_id: c.request_id.clone(),
+                    not_before,
+                });
+                self.current.insert(
+                    stream,
+                    pb::IssuedCertificate {
+                        certificate_chain_pem: chain.into_bytes(),
+                        spiffe_id: id,
+                        not_before_unix: not_before,
+                        not_after_unix: not_before + self.lifetime.as_secs() as i64,
+                        request_id: c.request_id,
+                    },
+                );
+                out.push(self.secret_response(stream));
+                return out;
+            }
+        }
+        if req.response_nonce.is_empty() && self.auto_bundle {
+            out.push(self.secret_response(stream));
+        }
+        out
+    }
 }
 
 #[derive(Clone, Default)]
@@ -51,7 +254,11 @@ impl AggregatedDiscovery for Svc {
         let rec = self.0.clone();
         tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
-                rec.lock().unwrap().requests.push((stream, m));
+                let mut r = rec.lock().unwrap();
+                for resp in r.react(stream, &m) {
+                    let _ = r.streams[stream].send(Ok(resp));
+                }
+                r.requests.push((stream, m));
             }
         });
         Ok(tonic::Response::new(UnboundedReceiverStream::new(rx)))
@@ -121,6 +328,35 @@ impl FakeCp {
         self.rec.lock().unwrap().streams.len()
     }
 
+    fn rec(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.rec.lock().unwrap()
+    }
+
+    /// Ends every open stream with UNAVAILABLE (the server stays up).
+    fn reset_streams(&self) {
+        let r = self.rec();
+        for tx in &r.streams {
+            let _ = tx.send(Err(tonic::Status::unavailable("reset by the test")));
+        }
+    }
+
+    /// Waits until at least `n` CSRs arrived; returns them all.
+    fn wait_csrs(&self, n: usize, timeout: Duration) -> Vec<Csr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let csrs = self.rec().csrs.clone();
+            if csrs.len() >= n {
+                return csrs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} CSR(s) after {timeout:?}",
+                csrs.len()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends on the newest stream.
     fn push(&self, resp: pb::DiscoveryResponse) {
         let r = self.rec.lock().unwrap();
@@ -148,7 +384,7 @@ impl FakeCp {
         }
     }
 
-    /// The four subscribe requests of stream `stream`, in arrival order.
+    /// The five subscribe requests of stream `stream`, in arrival order.
     fn wait_subscribes(&self, stream: usize) -> Vec<pb::DiscoveryRequest> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -158,7 +394,7 @@ impl FakeCp {
                 .filter(|(s, r)| *s == stream && r.response_nonce.is_empty())
                 .map(|(_, r)| r)
                 .collect();
-            if subs.len() >= 4 {
+            if subs.len() >= 5 {
                 return subs;
             }
             assert!(
@@ -409,6 +645,7 @@ fn subscribes_in_order_with_the_node_acks_after_publishing_and_serves() {
     assert_eq!(
         types,
         [
+            pb::ResourceType::Secret as i32,
             pb::ResourceType::Cluster as i32,
             pb::ResourceType::Endpoints as i32,
             pb::ResourceType::Listener as i32,
@@ -418,6 +655,8 @@ fn subscribes_in_order_with_the_node_acks_after_publishing_and_serves() {
     assert!(subs
         .iter()
         .all(|r| r.version_info.is_empty() && r.error_detail.is_none()));
+    // No bundle yet, so no CSR in the subscription.
+    assert!(subs.iter().all(|r| r.csr.is_none()));
     let node = subs[0]
         .node
         .as_ref()
@@ -616,7 +855,10 @@ fn losing_the_control_plane_keeps_the_epoch_and_a_restart_resyncs() {
     let cp = FakeCp::start(addr);
     let subs = cp.wait_subscribes(0);
     let versions: Vec<&str> = subs.iter().map(|r| r.version_info.as_str()).collect();
-    assert_eq!(versions, ["c1", "e1", "l1", "r1"]);
+    assert_eq!(versions[1..], ["c1", "e1", "l1", "r1"]);
+    assert_eq!(versions[0], "s2", "bundle, then bundle + identity");
+    // The bundle is known: the SECRET subscription asks for a certificate.
+    assert!(subs[0].csr.is_some());
     assert_eq!(subs[0].node.as_ref().map(|n| n.id.as_str()), Some("web-1"));
     s.proxy
         .wait_metric("ringmesh_control_connected", Duration::from_secs(10), |v| {
@@ -878,4 +1120,250 @@ fn control_mode_flags_are_checked() {
     );
     assert_eq!(ran.status.and_then(|s| s.code()), Some(0), "{}", ran.stderr);
     assert!(ran.stdout.contains("OK"), "{}", ran.stdout);
+}
+
+// ----- identity ----------------------------------------------------------------
+
+fn secret_type() -> i32 {
+    pb::ResourceType::Secret as i32
+}
+
+/// Signs the CSR `csr` by hand as the SECRET response for `stream`: `id` in
+/// the SAN and the spiffe_id field, over `key` (None: the CSR's own key).
+fn sign_by_hand(
+    cp: &FakeCp,
+    stream: usize,
+    csr: &Csr,
+    id: &str,
+    key: Option<&KeyPair>,
+) -> (pb::DiscoveryResponse, i64) {
+    let mut r = cp.rec();
+    let parsed = CertificateSigningRequestParams::from_pem(&csr.pem).unwrap();
+    let (chain, not_before) = match key {
+        Some(k) => r.ca.sign(k, id, Duration::from_secs(3600)),
+        None => r.ca.sign(&parsed.public_key, id, Duration::from_secs(3600)),
+    };
+    r.current.insert(
+        stream,
+        pb::IssuedCertificate {
+            certificate_chain_pem: chain.into_bytes(),
+            spiffe_id: id.into(),
+            not_before_unix: not_before,
+            not_after_unix: not_before + 3600,
+            request_id: csr.request_id.clone(),
+        },
+    );
+    (r.secret_response(stream), not_before + 3600)
+}
+
+/// Pushes the four non-SECRET types (v1) for an upstream and a listener.
+fn push_config(cp: &FakeCp, upstream: &Upstream, port: u16) {
+    for (resp, v) in [
+        (clusters("c1", &["up"]), "c1"),
+        (endpoints("e1", &[("up", &[upstream.addr])]), "e1"),
+        (listeners("l1", port), "l1"),
+        (routes("r1", "main", "up"), "r1"),
+    ] {
+        assert_ack(&cp.push_and_wait(resp), v);
+    }
+}
+
+fn ready_status(proxy: &Proxy) -> u16 {
+    proxy.admin_get("/ready").unwrap().status
+}
+
+#[test]
+fn identity_by_csr_gates_readiness_and_bad_certificates_are_refused() {
+    let cp = FakeCp::start(local(free_port()));
+    cp.rec().auto_sign = false;
+    let url = cp.url();
+    let proxy = Proxy::spawn("", &node_args(&url, &[]));
+    let subs = cp.wait_subscribes(0);
+    assert_eq!(subs[0].r#type, secret_type(), "SECRET is subscribed first");
+    assert!(subs[0].node.is_some() && subs[0].csr.is_none());
+
+    // The bundle (s1) is ACKed and the ACK carries the CSR.
+    let ack = cp.wait_request("a SECRET ACK with a CSR", |_, r| {
+        r.r#type == secret_type() && r.csr.is_some()
+    });
+    assert_eq!(ack.version_info, "s1");
+    assert!(ack.error_detail.is_none(), "{ack:?}");
+    assert!(!ack.response_nonce.is_empty());
+    let csrs = cp.wait_csrs(1, Duration::from_secs(10));
+    let first = csrs[0].clone();
+    assert_eq!(first.uris, [ME], "exactly one URI SAN: our SPIFFE ID");
+    assert!(first.subject_empty);
+
+    // Everything else arrives: still not ready without a certificate.
+    let upstream = Upstream::start("u1");
+    let port = free_port();
+    push_config(&cp, &upstream, port);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(ready_status(&proxy), 503);
+    assert_eq!(get_ok(port).upstream(), Some("u1"), "plain listeners serve");
+
+    let (resp, not_after) = sign_by_hand(&cp, 0, &first, ME, None);
+    assert_ack(&cp.push_and_wait(resp), "s2");
+    proxy.wait_ready(Duration::from_secs(10));
+    let body = proxy.admin_get("/config_dump").unwrap().text();
+    assert!(!body.contains("PRIVATE KEY"), "{body}");
+    let dump = proxy.config_dump();
+    let id = &dump["control"]["identity"];
+    assert_eq!(id["spiffe_id"], ME, "{dump:#}");
+    assert_eq!(id["not_after"], not_after);
+    assert_eq!(id["expired"], false);
+    assert_eq!(dump["control"]["versions"]["secret"], "s2");
+    let serial = id["serial"].as_str().unwrap().to_owned();
+    assert_eq!(serial.len(), 32, "{serial}");
+    assert!(dump["config"]["identity"].is_object(), "{dump:#}");
+    let m = proxy.metrics();
+    assert_metric_line(
+        &m,
+        &format!("ringmesh_identity_expiry_timestamp_seconds {not_after}"),
+    );
+    assert_metric_line(&m, "ringmesh_identity_csr_sent_total 1");
+    assert_metric_line(&m, "ringmesh_identity_renewals_total 0");
+    assert!(!proxy.log().contains("PRIVATE KEY"));
+
+    // A new stream: the subscription itself carries a fresh CSR.
+    cp.reset_streams();
+    let subs = cp.wait_subscribes(1);
+    let csr = subs[0].csr.as_ref().expect("a CSR on the new stream");
+    let csrs = cp.wait_csrs(2, Duration::from_secs(10));
+    let second = csrs[1].clone();
+    assert_eq!(second.request_id, csr.request_id);
+    assert_eq!(second.stream, 1);
+    assert_ne!(second.spki, first.spki, "a fresh key");
+    // The bundle of the new stream (s3) is ACKed.
+    cp.wait_request("the ACK of s3", |s, r| s == 1 && r.version_info == "s3");
+
+    // A certificate for another identity is refused; the old one stays.
+    let admin = "spiffe://cluster.local/ns/default/sa/admin";
+    let (bad, _) = sign_by_hand(&cp, 1, &second, admin, None);
+    let nack = cp.push_and_wait(bad);
+    assert_eq!(nack.version_info, "s3", "{nack:?}");
+    let err = nack.error_detail.expect("NACK").message;
+    assert_eq!(
+        err,
+        format!("secret \"identity\": issued for {admin:?}, this proxy is {ME:?}")
+    );
+    // The same with a good spiffe_id field but the wrong SAN.
+    let (mut bad, _) = sign_by_hand(&cp, 1, &second, admin, None);
+    for r in &mut bad.resources {
+        if let Some(PbKind::Secret(pb::Secret {
+            kind: Some(pb::secret::Kind::IssuedCertificate(ic)),
+            ..
+        })) = &mut r.kind
+        {
+            ic.spiffe_id = ME.into();
+        }
+    }
+    let err = cp.push_and_wait(bad).error_detail.expect("NACK").message;
+    assert!(err.contains("URI SANs are"), "{err}");
+    // A certificate over another key.
+    let stranger = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let (bad, _) = sign_by_hand(&cp, 1, &second, ME, Some(&stranger));
+    let err = cp.push_and_wait(bad).error_detail.expect("NACK").message;
+    assert_eq!(
+        err,
+        format!(
+            "secret \"identity\": the certificate's public key is not the key of CSR {:?}",
+            second.request_id
+        )
+    );
+    let dump = proxy.config_dump();
+    assert_eq!(dump["control"]["identity"]["serial"], serial.as_str());
+    assert_eq!(ready_status(&proxy), 200);
+    assert_eq!(
+        dump["control"]["last_nack"]["secret"],
+        err.as_str(),
+        "{dump:#}"
+    );
+
+    // The right one is taken.
+    let (good, _) = sign_by_hand(&cp, 1, &second, ME, None);
+    let v = good.version_info.clone();
+    assert_ack(&cp.push_and_wait(good), &v);
+    let dump = proxy.config_dump();
+    assert_ne!(dump["control"]["identity"]["serial"], serial.as_str());
+    assert_metric_line(&proxy.metrics(), "ringmesh_identity_renewals_total 1");
+
+    // A bundle-only push (a second root) is ACKed with a new epoch.
+    let epoch = dump["epoch"].as_u64().unwrap();
+    let serial = dump["control"]["identity"]["serial"].clone();
+    let bundle = {
+        let mut r = cp.rec();
+        let extra = Ca::new("next root").pem;
+        r.roots.push(extra);
+        r.secret_response(1)
+    };
+    let v = bundle.version_info.clone();
+    assert_ack(&cp.push_and_wait(bundle), &v);
+    let dump = proxy.config_dump();
+    assert!(dump["epoch"].as_u64().unwrap() > epoch);
+    assert_eq!(dump["control"]["identity"]["serial"], serial);
+    assert_eq!(dump["control"]["identity"]["trust_roots"], 2);
+    assert_eq!(ready_status(&proxy), 200);
+    assert_eq!(get_ok(port).upstream(), Some("u1"));
+}
+
+#[test]
+fn renews_at_half_life_with_a_fresh_key_and_recovers_after_expiry() {
+    let cp = FakeCp::start(local(free_port()));
+    cp.rec().lifetime = Duration::from_secs(4);
+    let url = cp.url();
+    let proxy = Proxy::spawn("", &node_args(&url, &[]));
+    cp.wait_subscribes(0);
+    let upstream = Upstream::start("u1");
+    let port = free_port();
+    push_config(&cp, &upstream, port);
+    proxy.wait_ready(Duration::from_secs(10));
+
+    // The renewal CSR comes at not_before + 4 s * U(0.45, 0.55).
+    let csrs = cp.wait_csrs(2, Duration::from_secs(10));
+    let issued = cp.rec().issued.clone();
+    assert_eq!(issued[0].request_id, csrs[0].request_id);
+    let since = csrs[1]
+        .at
+        .duration_since(UNIX_EPOCH + Duration::from_secs(issued[0].not_before as u64))
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (1.7..=2.9).contains(&since),
+        "renewal CSR {since:.2} s after not_before"
+    );
+    assert_eq!(csrs[1].stream, 0, "on the same stream");
+    assert_ne!(csrs[1].spki, csrs[0].spki, "a fresh key");
+    assert_eq!(csrs[1].uris, [ME]);
+    // Sent on its own (no response to answer): it carries the SECRET version.
+    let req = cp.wait_request("the renewal CSR", |_, r| {
+        r.csr.as_ref().map(|c| &c.request_id) == Some(&csrs[1].request_id)
+    });
+    assert!(req.version_info.starts_with('s') && req.error_detail.is_none());
+    proxy.wait_metric(
+        "ringmesh_identity_renewals_total",
+        Duration::from_secs(10),
+        |v| v >= 1.0,
+    );
+    assert_eq!(ready_status(&proxy), 200);
+
+    // The control plane stops signing: the certificate expires, the proxy
+    // says so once, keeps serving and is not ready.
+    cp.rec().auto_sign = false;
+    assert!(
+        wait_until(Duration::from_secs(10), || ready_status(&proxy) == 503),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(get_ok(port).upstream(), Some("u1"), "still serving");
+    assert_eq!(proxy.config_dump()["control"]["identity"]["expired"], true);
+    assert!(wait_until(Duration::from_secs(5), || proxy
+        .log()
+        .contains("without renewal")));
+    // It keeps asking; signing again makes it ready again.
+    let asked = cp.rec().csrs.len();
+    cp.wait_csrs(asked + 1, Duration::from_secs(10));
+    cp.rec().auto_sign = true;
+    proxy.wait_ready(Duration::from_secs(15));
+    assert_eq!(proxy.log().matches("without renewal").count(), 1);
 }

@@ -13,9 +13,9 @@ use ringmesh_yaml::locate;
 
 use super::model;
 use super::{
-    Destination, HeaderMatch, HeaderMatchKind, HttpRoute, LbPolicy, Mesh, PathMatch, Policy,
-    PolicyAction, PolicyRule, Protocol, Retries, RouteMatch, Service, ServiceKey, ServicePort,
-    StaticEndpoint, Subset, TrafficRule,
+    Destination, HeaderMatch, HeaderMatchKind, HttpRoute, LbPolicy, Mesh, MtlsMode, PathMatch,
+    Policy, PolicyAction, PolicyRule, Protocol, Retries, RouteMatch, Service, ServiceKey,
+    ServicePort, StaticEndpoint, Subset, TrafficRule,
 };
 
 /// A file larger than this is refused before it is parsed.
@@ -270,6 +270,7 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
 
     // mesh: at most once.
     let mut trust_domain = DEFAULT_TRUST_DOMAIN.to_owned();
+    let mut mesh_mtls = MtlsMode::default();
     let mut mesh_at: Option<usize> = None;
     for (fi, f) in parsed.iter().enumerate() {
         let Some(m) = &f.mesh else { continue };
@@ -286,6 +287,9 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
         if let Some(td) = &m.trust_domain {
             check_trust_domain(td).map_err(|m| files.error(fi, ("mesh.trust_domain".into(), m)))?;
             trust_domain = td.clone();
+        }
+        if let Some(m) = m.mtls {
+            mesh_mtls = mtls_mode(m);
         }
     }
 
@@ -305,7 +309,8 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
                     ),
                 ));
             }
-            let svc = service(&field, s).map_err(|e| files.error(fi, e))?;
+            let mut svc = service(&field, s).map_err(|e| files.error(fi, e))?;
+            svc.mtls = s.mtls.map_or(mesh_mtls, mtls_mode);
             if let Some(&first) = by_key.get(&svc.key) {
                 let a = services[first].0;
                 return Err(files.error(
@@ -476,6 +481,7 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
         services,
         traffic,
         policies,
+        mtls: mesh_mtls,
         version: version(sources),
     })
 }
@@ -581,7 +587,16 @@ fn service(f: &str, s: &model::Service) -> FResult<Service> {
             model::LbPolicy::LeastRequest => LbPolicy::LeastRequest,
         },
         connect_timeout,
+        mtls: MtlsMode::default(),
     })
+}
+
+fn mtls_mode(m: model::Mtls) -> MtlsMode {
+    match m {
+        model::Mtls::Strict => MtlsMode::Strict,
+        model::Mtls::Permissive => MtlsMode::Permissive,
+        model::Mtls::Disable => MtlsMode::Disable,
+    }
 }
 
 fn traffic_rule<'a>(

@@ -32,6 +32,8 @@ pub struct Mesh {
     /// per (service, port).
     pub traffic: Vec<TrafficRule>,
     pub policies: Vec<Policy>,
+    /// `mesh.mtls`: the mode of services that do not set their own.
+    pub mtls: MtlsMode,
     /// Content hash of every file read, for logs and status.
     pub version: String,
 }
@@ -77,6 +79,21 @@ pub struct Service {
     pub calls: Option<Vec<ServiceKey>>,
     pub lb_policy: LbPolicy,
     pub connect_timeout: Option<Duration>,
+    /// How the service's inbound listeners take connections (its own
+    /// `mtls`, else `mesh.mtls`).
+    pub mtls: MtlsMode,
+}
+
+/// How a service's proxies accept inbound connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MtlsMode {
+    /// Mutually authenticated TLS from a mesh identity only.
+    Strict,
+    /// mTLS or plaintext on one port (a mesh can be adopted gradually).
+    #[default]
+    Permissive,
+    /// Plaintext only; callers reach it without TLS.
+    Disable,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -26,6 +26,17 @@ pub struct File {
 pub struct MeshSettings {
     #[serde(default)]
     pub trust_domain: Option<String>,
+    /// Default mTLS mode of every service's inbound listeners.
+    #[serde(default)]
+    pub mtls: Option<Mtls>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mtls {
+    Strict,
+    Permissive,
+    Disable,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +57,9 @@ pub struct Service {
     pub lb_policy: LbPolicy,
     #[serde(default)]
     pub connect_timeout: Option<Dur>,
+    /// Overrides `mesh.mtls` for this service's inbound listeners.
+    #[serde(default)]
+    pub mtls: Option<Mtls>,
 }
 
 #[derive(Debug, Deserialize)]

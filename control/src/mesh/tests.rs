@@ -331,7 +331,7 @@ fn unknown_fields_are_rejected() {
     );
     assert_eq!(
         err1("mesh: {trust_domain: a, ca: b}\n"),
-        "m.yaml:1: mesh: unknown field `ca`, expected `trust_domain`"
+        "m.yaml:1: mesh: unknown field `ca`, expected `trust_domain` or `mtls`"
     );
 }
 
@@ -403,6 +403,35 @@ fn trust_domain_is_a_dns_name() {
     );
     assert!(err1("mesh: {trust_domain: ''}\n").contains("is not a trust domain"));
     assert!(err1("mesh: {trust_domain: a..b}\n").contains("is not a trust domain"));
+}
+
+#[test]
+fn mtls_modes_default_to_permissive_and_services_override() {
+    let m = load(&[("m.yaml", &svc(""))]).unwrap();
+    assert_eq!(m.mtls, MtlsMode::Permissive);
+    assert_eq!(m.services[0].mtls, MtlsMode::Permissive);
+    let text = format!(
+        "mesh: {{mtls: strict}}\n{}  - name: b\n    mtls: disable\n    ports: [{{name: p, port: 1, protocol: http}}]\n",
+        svc("")
+    );
+    let m = load(&[("m.yaml", &text)]).unwrap();
+    assert_eq!(m.mtls, MtlsMode::Strict);
+    assert_eq!(m.services[0].mtls, MtlsMode::Strict);
+    assert_eq!(m.services[1].mtls, MtlsMode::Disable);
+    let m = load(&[("m.yaml", &svc("    mtls: permissive\n"))]).unwrap();
+    assert_eq!(m.services[0].mtls, MtlsMode::Permissive);
+}
+
+#[test]
+fn mtls_modes_are_checked() {
+    assert_eq!(
+        err1("mesh:\n  mtls: on\n"),
+        "m.yaml:2: mesh.mtls: unknown variant `on`, expected one of `strict`, `permissive`, `disable`"
+    );
+    assert_eq!(
+        err1(&svc("    mtls: STRICT\n")),
+        "m.yaml:4: services[0].mtls: unknown variant `STRICT`, expected one of `strict`, `permissive`, `disable`"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ fn service(name: &str, ports: Vec<ServicePort>) -> Service {
         calls: None,
         lb_policy: LbPolicy::RoundRobin,
         connect_timeout: None,
+        mtls: MtlsMode::Permissive,
     }
 }
 
@@ -81,6 +82,7 @@ fn mesh() -> Mesh {
         services: vec![a, b, c, d],
         traffic: vec![],
         policies: vec![],
+        mtls: MtlsMode::Permissive,
         version: "m1".into(),
     }
 }
@@ -609,7 +611,7 @@ fn the_short_name_belongs_to_the_callers_namespace() {
 }
 
 #[test]
-fn policies_for_the_nodes_service_are_served() {
+fn policies_and_mtls_ride_in_the_inbound_listeners() {
     let mut m = mesh();
     m.policies.push(Policy {
         name: "allow-a".into(),
@@ -623,23 +625,54 @@ fn policies_for_the_nodes_service_are_served() {
             ports: vec![9080],
         }],
     });
+    m.services[1].mtls = MtlsMode::Strict;
     let a1 = node("a-1", "a", "10.0.0.1", &[]);
     let b1 = node("b-1", "b", "10.0.0.2", &[]);
     let w = world(&m, &[&a1, &b1]);
-    assert!(build(&w, &a1)
-        .get(T::AuthorizationPolicy)
-        .resources
-        .is_empty());
-    let s = build(&w, &b1);
-    let Some(Kind::AuthorizationPolicy(p)) =
-        &s.get(T::AuthorizationPolicy).get("allow-a").unwrap().kind
-    else {
+    let sa = build(&w, &a1);
+    assert!(sa.get(T::AuthorizationPolicy).resources.is_empty());
+    let Some(Kind::Listener(l)) = &sa.get(T::Listener).get("inbound:8080").unwrap().kind else {
         panic!()
     };
+    assert!(l.authorization_policies.is_empty());
+    assert_eq!(l.mtls_mode, v1::MtlsMode::Permissive as i32);
+    let s = build(&w, &b1);
+    assert!(s.get(T::AuthorizationPolicy).resources.is_empty());
+    let Some(Kind::Listener(l)) = &s.get(T::Listener).get("inbound:9080").unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(l.mtls_mode, v1::MtlsMode::Strict as i32);
+    let p = &l.authorization_policies[0];
+    assert_eq!(p.name, "allow-a");
     assert_eq!(p.service, "b.default");
     assert_eq!(p.action, v1::authorization_policy::Action::Allow as i32);
     assert_eq!(p.rules[0].paths.len(), 2);
     assert_eq!(p.rules[0].ports, [9080]);
+}
+
+#[test]
+fn disabled_mtls_gives_plaintext_listeners_and_endpoints() {
+    let mut m = mesh();
+    m.services[1].mtls = MtlsMode::Disable;
+    let a1 = node("a-1", "a", "10.0.0.1", &[]);
+    let b1 = node("b-1", "b", "10.0.0.2", &[]);
+    let w = world(&m, &[&a1, &b1]);
+    let sb = build(&w, &b1);
+    let Some(Kind::Listener(l)) = &sb.get(T::Listener).get("inbound:9080").unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(l.mtls_mode, v1::MtlsMode::Unspecified as i32);
+    let sa = build(&w, &a1);
+    let Some(Kind::Endpoints(e)) = &sa.get(T::Endpoints).get("b.default:9080").unwrap().kind else {
+        panic!()
+    };
+    assert!(!e.endpoints[0].mtls);
+    m.services[1].mtls = MtlsMode::Permissive;
+    let sa = build(&world(&m, &[&a1, &b1]), &a1);
+    let Some(Kind::Endpoints(e)) = &sa.get(T::Endpoints).get("b.default:9080").unwrap().kind else {
+        panic!()
+    };
+    assert!(e.endpoints[0].mtls);
 }
 
 #[test]

@@ -7,8 +7,15 @@
 //! good epoch keeps serving. When the stream breaks, the proxy keeps its epoch
 //! and reconnects with jittered exponential backoff, announcing the versions
 //! it runs. Workers never wait on any of this.
+//!
+//! Identity: SECRET is subscribed first. Once the trust bundle is known the
+//! proxy sends a CSR (a fresh key, kept in memory by request id) on every
+//! new stream and again at half the certificate's lifetime; the issued
+//! certificate is checked against the key and our SPIFFE ID, then goes into
+//! the next epoch like any other resource (`identity.rs`).
 
 pub mod backoff;
+pub mod identity;
 pub mod node;
 pub mod state;
 pub mod status;
@@ -16,6 +23,8 @@ pub mod translate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_identity;
 
 use std::error::Error as _;
 use std::future::Future;
@@ -114,6 +123,11 @@ pub fn spawn(shared: Arc<Shared>, opts: Options) -> Result<Handle, String> {
         cmds,
         failures: 0,
         last_failure_log: None,
+        pending: identity::Pending::default(),
+        stream_csr_sent: false,
+        next_csr: None,
+        last_secret_nonce: String::new(),
+        expiry_logged: None,
     };
     let thread = std::thread::Builder::new()
         .name("ringmesh-xds".into())
@@ -137,6 +151,17 @@ struct Client {
     /// Failed attempts since the last stream that opened.
     failures: u32,
     last_failure_log: Option<Instant>,
+    /// Keys of the CSRs sent on this stream and not answered yet.
+    pending: identity::Pending,
+    /// A CSR went out on this stream (one always does once the bundle is known).
+    stream_csr_sent: bool,
+    /// When the next CSR is due: renewal, or a retry of an unanswered one.
+    next_csr: Option<Instant>,
+    /// The nonce of the last SECRET response of this stream, for CSRs sent
+    /// on their own.
+    last_secret_nonce: String,
+    /// The serial of an expired certificate already logged.
+    expiry_logged: Option<String>,
 }
 
 /// The outcome of one response of a batch.
@@ -169,6 +194,7 @@ impl Client {
             if let Err(End::Stop) = self.with_commands(delay).await {
                 return;
             }
+            self.check_expiry();
         }
     }
 
@@ -203,6 +229,10 @@ impl Client {
             Ok(Ok(c)) => c,
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        // A new stream: the control plane knows none of our CSRs.
+        self.pending.clear();
+        self.stream_csr_sent = false;
+        self.last_secret_nonce.clear();
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
             let _ = tx.send(pb::DiscoveryRequest {
                 node: (i == 0).then(|| self.opts.node.clone()),
@@ -210,7 +240,12 @@ impl Client {
                 version_info: self.state.version(kind).to_owned(),
                 response_nonce: String::new(),
                 error_detail: None,
-                csr: None,
+                // After a reconnect the bundle is known: ask at once.
+                csr: if kind == Kind::Secret {
+                    self.take_csr()
+                } else {
+                    None
+                },
             });
         }
         let mut client =
@@ -246,11 +281,35 @@ impl Client {
         self.last_failure_log = None;
 
         loop {
-            let first = match self.with_commands(stream.message()).await {
+            let wake = self.next_wake();
+            let next = self.with_commands(async {
+                match wake {
+                    None => Some(stream.message().await),
+                    Some(at) => tokio::select! {
+                        m = stream.message() => Some(m),
+                        () = tokio::time::sleep_until(at.into()) => None,
+                    },
+                }
+            });
+            let first = match next.await {
                 Err(end) => return end,
-                Ok(Ok(Some(r))) => r,
-                Ok(Ok(None)) => return End::Broken("the control plane closed the stream".into()),
-                Ok(Err(status)) => return End::Broken(status_text(&status)),
+                Ok(None) => {
+                    // A timer: renewal, a CSR to retry, or expiry.
+                    self.check_expiry();
+                    let mut out = Vec::new();
+                    self.attach_csr(&mut out);
+                    for req in out {
+                        if tx.send(req).is_err() {
+                            return End::Broken("the request stream closed".into());
+                        }
+                    }
+                    continue;
+                }
+                Ok(Some(Ok(Some(r)))) => r,
+                Ok(Some(Ok(None))) => {
+                    return End::Broken("the control plane closed the stream".into())
+                }
+                Ok(Some(Err(status))) => return End::Broken(status_text(&status)),
             };
             *got_response = true;
             // Take whatever else already arrived and apply it as one epoch.
@@ -271,7 +330,9 @@ impl Client {
                     Err(_) => break,
                 }
             }
-            for answer in self.apply_batch(batch) {
+            let mut answers = self.apply_batch(batch);
+            self.attach_csr(&mut answers);
+            for answer in answers {
                 if tx.send(answer).is_err() {
                     return End::Broken("the request stream closed".into());
                 }
@@ -286,6 +347,7 @@ impl Client {
     /// each; publishes the last good candidate once; answers each.
     fn apply_batch(&mut self, batch: Vec<pb::DiscoveryResponse>) -> Vec<pb::DiscoveryRequest> {
         let source = self.source();
+        let previous_identity = self.state.identity.clone();
         let mut candidate = self.state.clone();
         let mut built: Option<Config> = None;
         let mut answers = Vec::with_capacity(batch.len());
@@ -305,7 +367,13 @@ impl Client {
                 answers.push(answer);
                 continue;
             };
-            let next = candidate.apply(kind, resp).and_then(|next| {
+            if kind == Kind::Secret {
+                self.last_secret_nonce.clone_from(&resp.nonce);
+            }
+            let next = candidate.apply(kind, resp).and_then(|mut next| {
+                if kind == Kind::Secret {
+                    identity::resolve(&mut next, &self.pending, &self.opts.node)?;
+                }
                 let config = translate::build(&self.bootstrap, &source, &next)?;
                 Ok((next, config))
             });
@@ -378,6 +446,7 @@ impl Client {
             }
         }
 
+        self.identity_applied(previous_identity);
         let status = &self.shared.xds;
         status.set_versions(&self.state.versions);
         let mut out = Vec::with_capacity(answers.len());
@@ -425,6 +494,141 @@ impl Client {
             ));
         }
         out
+    }
+
+    /// After a batch: if the identity in force changed, forget its key's CSR,
+    /// plan the renewal and tell the admin side.
+    fn identity_applied(&mut self, previous: Option<identity::Active>) {
+        let now = identity::unix_now();
+        let bundle = identity::trust_bundle(&self.state);
+        let info = self.state.identity.as_ref().map(|a| status::IdentityInfo {
+            spiffe_id: a.spiffe_id.clone(),
+            serial: a.serial.clone(),
+            not_before: a.not_before,
+            not_after: a.not_after,
+            trust_domain: bundle.map(|b| b.trust_domain.clone()).unwrap_or_default(),
+            trust_roots: bundle.map_or(0, |b| b.root_certificates_pem.len()),
+        });
+        if self.shared.xds.identity() != info {
+            self.shared.xds.set_identity(info);
+        }
+        let Some(active) = &self.state.identity else {
+            return;
+        };
+        if previous.as_ref().map(|p| &p.request_id) == Some(&active.request_id) {
+            // Same certificate; a new trust domain needs a new one.
+            if let Some(b) = bundle {
+                let want = identity::spiffe_id(&b.trust_domain, &self.opts.node);
+                if want != active.spiffe_id && self.pending.is_empty() {
+                    self.next_csr = Some(Instant::now());
+                }
+            }
+            return;
+        }
+        self.pending.remove(&active.request_id);
+        if previous.is_some() {
+            self.shared.xds.renewed();
+        }
+        let delay = identity::renewal_delay(active, std::time::SystemTime::now());
+        self.next_csr = Some(Instant::now() + delay);
+        self.expiry_logged = None;
+        crate::log::info(&format!(
+            "identity {} in force (serial {}, valid until unix {}, {} s left); renewal in {:.1} s",
+            active.spiffe_id,
+            active.serial,
+            active.not_after,
+            active.not_after - now,
+            delay.as_secs_f64()
+        ));
+    }
+
+    /// A CSR if one is due: on a new stream once the bundle is known, at
+    /// renewal, or to retry one left unanswered. Its key is kept in
+    /// `pending` under the request id.
+    fn take_csr(&mut self) -> Option<pb::CertificateSigningRequest> {
+        let bundle = identity::trust_bundle(&self.state)?;
+        let due = !self.stream_csr_sent || self.next_csr.is_some_and(|t| Instant::now() >= t);
+        if !due {
+            return None;
+        }
+        let id = identity::spiffe_id(&bundle.trust_domain, &self.opts.node);
+        let now = identity::unix_now();
+        self.stream_csr_sent = true;
+        self.next_csr =
+            Some(Instant::now() + identity::retry_delay(self.state.identity.as_ref(), now));
+        match self.pending.new_csr(&id) {
+            Ok(csr) => {
+                self.shared.xds.csr_sent();
+                let why = match &self.state.identity {
+                    None => "no certificate yet".to_owned(),
+                    Some(a) if a.expired_at(now) => format!("certificate {} expired", a.serial),
+                    Some(a) => format!("renewing certificate {}", a.serial),
+                };
+                crate::log::info(&format!("sent CSR {:?} for {id} ({why})", csr.request_id));
+                Some(csr)
+            }
+            Err(e) => {
+                crate::log::error(&format!("cannot make a CSR for {id}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Puts a due CSR on the last SECRET answer of `out`, or on a SECRET
+    /// request of its own.
+    fn attach_csr(&mut self, out: &mut Vec<pb::DiscoveryRequest>) {
+        let Some(csr) = self.take_csr() else { return };
+        let secret = Kind::Secret.proto() as i32;
+        if let Some(req) = out.iter_mut().rev().find(|r| r.r#type == secret) {
+            req.csr = Some(csr);
+            return;
+        }
+        out.push(pb::DiscoveryRequest {
+            node: None,
+            r#type: secret,
+            version_info: self.state.version(Kind::Secret).to_owned(),
+            response_nonce: self.last_secret_nonce.clone(),
+            error_detail: None,
+            csr: Some(csr),
+        });
+    }
+
+    /// The next timer of the stream: a CSR due, or the certificate expiring.
+    fn next_wake(&self) -> Option<Instant> {
+        let csr = self
+            .next_csr
+            .filter(|_| identity::trust_bundle(&self.state).is_some());
+        let expiry = self
+            .state
+            .identity
+            .as_ref()
+            .filter(|a| self.expiry_logged.as_deref() != Some(a.serial.as_str()))
+            .map(|a| {
+                let left = u64::try_from(a.not_after - identity::unix_now()).unwrap_or(0);
+                Instant::now() + Duration::from_secs(left)
+            });
+        match (csr, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// An expired certificate is logged once; the proxy keeps serving with it
+    /// (it is not ready, see `admin::is_ready`) until a new one arrives.
+    fn check_expiry(&mut self) {
+        let Some(a) = &self.state.identity else {
+            return;
+        };
+        if !a.expired_at(identity::unix_now())
+            || self.expiry_logged.as_deref() == Some(a.serial.as_str())
+        {
+            return;
+        }
+        crate::log::error(&format!(
+            "identity {} (serial {}) expired at unix {} without renewal; still serving it, not ready until a new certificate arrives",
+            a.spiffe_id, a.serial, a.not_after
+        ));
+        self.expiry_logged = Some(a.serial.clone());
     }
 
     /// `candidate` minus the listeners whose address something else holds,

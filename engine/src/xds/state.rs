@@ -11,10 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ringmesh_proto::v1 as pb;
 use ringmesh_proto::v1::resource::Kind as PbKind;
+use ringmesh_proto::v1::secret::Kind as SecretKind;
+
+use super::identity::{self, Active};
 
 /// The resource types the proxy subscribes to, in push order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// The trust bundle, the node's issued certificate, edge certificates.
+    Secret,
     Cluster,
     Endpoints,
     Listener,
@@ -22,7 +27,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const COUNT: usize = 5;
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Secret,
         Kind::Cluster,
         Kind::Endpoints,
         Kind::Listener,
@@ -36,6 +43,7 @@ impl Kind {
     /// The name used in logs, metrics labels and `/config_dump`.
     pub fn name(self) -> &'static str {
         match self {
+            Kind::Secret => "secret",
             Kind::Cluster => "cluster",
             Kind::Endpoints => "endpoints",
             Kind::Listener => "listener",
@@ -45,6 +53,7 @@ impl Kind {
 
     pub fn proto(self) -> pb::ResourceType {
         match self {
+            Kind::Secret => pb::ResourceType::Secret,
             Kind::Cluster => pb::ResourceType::Cluster,
             Kind::Endpoints => pb::ResourceType::Endpoints,
             Kind::Listener => pb::ResourceType::Listener,
@@ -55,6 +64,7 @@ impl Kind {
     /// None for types the proxy does not subscribe to (yet).
     pub fn from_proto(t: i32) -> Option<Kind> {
         match pb::ResourceType::try_from(t).ok()? {
+            pb::ResourceType::Secret => Some(Kind::Secret),
             pb::ResourceType::Cluster => Some(Kind::Cluster),
             pb::ResourceType::Endpoints => Some(Kind::Endpoints),
             pb::ResourceType::Listener => Some(Kind::Listener),
@@ -80,16 +90,22 @@ pub struct State {
     pub listeners: BTreeMap<String, pb::Listener>,
     pub route_tables: BTreeMap<String, pb::RouteTable>,
     pub retained: BTreeMap<String, Retained>,
+    /// The SECRET set: `trust-bundle`, `identity` (as sent: the certificate
+    /// in force is `identity` below) and edge `tls_certificate`s.
+    pub secrets: BTreeMap<String, pb::Secret>,
+    /// The mesh certificate in force with its key (from a CSR of ours).
+    pub identity: Option<Active>,
     /// The version applied per type ("" before the first).
-    pub versions: [String; 4],
+    pub versions: [String; Kind::COUNT],
     /// Whether a response of the type has been applied since start.
-    pub applied: [bool; 4],
+    pub applied: [bool; Kind::COUNT],
 }
 
 impl State {
-    /// Every type applied at least once: the first complete config.
+    /// Every type applied at least once and an identity held: the first
+    /// complete config.
     pub fn complete(&self) -> bool {
-        self.applied.iter().all(|a| *a)
+        self.applied.iter().all(|a| *a) && self.identity.is_some()
     }
 
     pub fn version(&self, kind: Kind) -> &str {
@@ -150,6 +166,16 @@ impl State {
             }
         }
         match kind {
+            Kind::Secret => {
+                let mut secrets = BTreeMap::new();
+                for r in &resp.resources {
+                    let Some(PbKind::Secret(s)) = &r.kind else {
+                        return Err(wrong_kind(kind, r));
+                    };
+                    secrets.insert(r.name.clone(), identity::check_secret(r, s)?);
+                }
+                next.secrets = secrets;
+            }
             Kind::Cluster => {
                 let mut clusters = BTreeMap::new();
                 for r in &resp.resources {
@@ -239,6 +265,23 @@ impl State {
                     "listener {:?}: unknown cluster {:?}",
                     l.name, l.cluster
                 ));
+            }
+            for sni in &l.sni_certificates {
+                match self.secrets.get(&sni.secret).and_then(|s| s.kind.as_ref()) {
+                    None => {
+                        return Err(format!(
+                            "listener {:?}: unknown secret {:?}",
+                            l.name, sni.secret
+                        ))
+                    }
+                    Some(SecretKind::TlsCertificate(_)) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "listener {:?}: secret {:?} is not a tls_certificate",
+                            l.name, sni.secret
+                        ))
+                    }
+                }
             }
         }
         for t in self.route_tables.values() {

@@ -1,8 +1,9 @@
 //! What the control client tells the admin thread: whether the stream is up,
-//! the version applied per type, ACK/NACK counts and the last NACK reason.
-//! Written only by the control client's thread; read when scraped.
+//! the version applied per type, ACK/NACK counts and the last NACK reason,
+//! and the identity in force (never its key). Written only by the control
+//! client's thread; read when scraped.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::state::Kind;
@@ -15,10 +16,26 @@ pub struct Status {
     /// The control plane's URL and our node id.
     pub server: Mutex<String>,
     pub node_id: Mutex<String>,
-    versions: Mutex<[String; 4]>,
-    last_nack: Mutex<[Option<String>; 4]>,
-    acks: [AtomicU64; 4],
-    nacks: [AtomicU64; 4],
+    versions: Mutex<[String; Kind::COUNT]>,
+    last_nack: Mutex<[Option<String>; Kind::COUNT]>,
+    acks: [AtomicU64; Kind::COUNT],
+    nacks: [AtomicU64; Kind::COUNT],
+    identity: Mutex<Option<IdentityInfo>>,
+    /// Unix seconds the identity in force expires (0: none held).
+    identity_not_after: AtomicI64,
+    csr_sent: AtomicU64,
+    renewals: AtomicU64,
+}
+
+/// What `/config_dump` shows of the identity in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityInfo {
+    pub spiffe_id: String,
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub trust_domain: String,
+    pub trust_roots: usize,
 }
 
 impl Status {
@@ -40,11 +57,11 @@ impl Status {
         self.connected.store(up, Ordering::Release);
     }
 
-    pub fn set_versions(&self, v: &[String; 4]) {
+    pub fn set_versions(&self, v: &[String; Kind::COUNT]) {
         lock(&self.versions).clone_from(v);
     }
 
-    pub fn versions(&self) -> [String; 4] {
+    pub fn versions(&self) -> [String; Kind::COUNT] {
         lock(&self.versions).clone()
     }
 
@@ -69,6 +86,30 @@ impl Status {
         lock(&self.last_nack)[kind.index()].clone()
     }
 
+    pub fn set_identity(&self, info: Option<IdentityInfo>) {
+        let not_after = info.as_ref().map_or(0, |i| i.not_after);
+        *lock(&self.identity) = info;
+        self.identity_not_after.store(not_after, Ordering::Release);
+    }
+
+    pub fn identity(&self) -> Option<IdentityInfo> {
+        lock(&self.identity).clone()
+    }
+
+    /// An identity is held and has not expired at `now_unix`.
+    pub fn identity_valid(&self, now_unix: i64) -> bool {
+        let not_after = self.identity_not_after.load(Ordering::Acquire);
+        not_after > 0 && now_unix < not_after
+    }
+
+    pub fn csr_sent(&self) {
+        self.csr_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn renewed(&self) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The `"control"` section of `/config_dump`.
     pub fn to_json(&self) -> serde_json::Value {
         let versions = self.versions();
@@ -78,12 +119,24 @@ impl Status {
             v.insert(k.name().into(), versions[k.index()].clone().into());
             nacks.insert(k.name().into(), self.last_nack(k).into());
         }
+        let identity = self.identity().map(|i| {
+            serde_json::json!({
+                "spiffe_id": i.spiffe_id,
+                "serial": i.serial,
+                "not_before": i.not_before,
+                "not_after": i.not_after,
+                "expired": !self.identity_valid(super::identity::unix_now()),
+                "trust_domain": i.trust_domain,
+                "trust_roots": i.trust_roots,
+            })
+        });
         serde_json::json!({
             "server": lock(&self.server).clone(),
             "node_id": lock(&self.node_id).clone(),
             "connected": self.is_connected(),
             "versions": v,
             "last_nack": nacks,
+            "identity": identity,
         })
     }
 
@@ -103,6 +156,24 @@ impl Status {
                 ));
             }
         }
+        let not_after = self.identity_not_after.load(Ordering::Acquire);
+        if not_after > 0 {
+            out.push((
+                "ringmesh_identity_expiry_timestamp_seconds",
+                String::new(),
+                not_after as f64,
+            ));
+        }
+        out.push((
+            "ringmesh_identity_renewals_total",
+            String::new(),
+            self.renewals.load(Ordering::Relaxed) as f64,
+        ));
+        out.push((
+            "ringmesh_identity_csr_sent_total",
+            String::new(),
+            self.csr_sent.load(Ordering::Relaxed) as f64,
+        ));
     }
 }
 

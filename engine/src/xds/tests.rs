@@ -159,8 +159,9 @@ fn compile(state: &State) -> Result<crate::config::Config, String> {
 #[test]
 fn complete_state_compiles_and_tracks_versions() {
     let s = base();
-    assert!(s.complete());
-    assert_eq!(s.versions, ["c1", "e1", "l1", "r1"].map(String::from));
+    // No SECRET yet, so no identity: not complete, but it compiles.
+    assert!(!s.complete());
+    assert_eq!(s.versions, ["", "c1", "e1", "l1", "r1"].map(String::from));
     let c = compile(&s).unwrap();
     assert_eq!(c.listeners.len(), 1);
     assert_eq!(&*c.listeners[0].name, "outbound");

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use ringmesh_proto::v1 as pb;
 
+use ringmesh_proto::v1::secret::Kind as SecretKind;
+
+use super::identity;
 use super::state::{route_label, State};
 use crate::config::compile::{self, Config};
 use crate::config::duration::Dur;
@@ -48,6 +51,14 @@ pub fn build(bootstrap: &model::File, source: &Path, state: &State) -> Result<Co
 /// route table has not arrived yet are left out (warming) until it does.
 pub fn translate(bootstrap: &model::File, state: &State) -> Result<Translated, String> {
     let mut file = bootstrap.clone();
+    if let (Some(id), Some(bundle)) = (&state.identity, identity::trust_bundle(state)) {
+        // The control plane's identity replaces one the bootstrap names.
+        file.identity = Some(model::Identity {
+            certificate: inline(&id.chain_pem),
+            private_key: inline(id.key.bytes()),
+            trust_bundle: inline(&identity::bundle_pem(bundle)),
+        });
+    }
     let mut origins = Origins {
         bootstrap_listeners: file.listeners.len(),
         bootstrap_clusters: file.clusters.len(),
@@ -108,13 +119,57 @@ fn cluster(c: &pb::Cluster, eps: Option<&pb::ClusterEndpoints>) -> Result<model:
         },
         idle_timeout: opt_duration("idle_timeout", c.idle_timeout.as_ref())?
             .unwrap_or_else(model::Cluster::default_idle_timeout),
-        mtls: None,
+        mtls: cluster_mtls(c, eps)?,
     })
 }
 
-/// `Ok(None)`: an HTTP listener whose route table has not arrived yet.
+/// mTLS to a mesh service: when the cluster names the identity its proxies
+/// present and at least one endpoint is such a proxy. The SNI is the
+/// service part of the name (`reviews.default:9080/v2` -> `reviews.default`).
+fn cluster_mtls(
+    c: &pb::Cluster,
+    eps: Option<&pb::ClusterEndpoints>,
+) -> Result<Option<model::ClusterMtls>, String> {
+    let eps = eps.map(|e| e.endpoints.as_slice()).unwrap_or_default();
+    if c.expected_identity.is_empty() || !eps.iter().any(|e| e.mtls) {
+        return Ok(None);
+    }
+    let mut plaintext_endpoints = Vec::new();
+    for e in eps.iter().filter(|e| !e.mtls) {
+        let addr = socket_addr(&e.address).map_err(|m| format!("endpoint {:?}: {m}", e.address))?;
+        plaintext_endpoints.push(addr.to_string());
+    }
+    let sni = c.name.split(':').next().unwrap_or_default();
+    Ok(Some(model::ClusterMtls {
+        identity: c.expected_identity.clone(),
+        sni: (!sni.is_empty()).then(|| sni.to_owned()),
+        plaintext_endpoints,
+    }))
+}
+
+fn inline(pem: &std::sync::Arc<[u8]>) -> model::Pem {
+    model::Pem {
+        file: None,
+        inline: Some(pem.clone()),
+    }
+}
+
+/// `Ok(None)`: a listener that is not ready to be put in force yet (warming):
+/// an HTTP listener whose route table has not arrived, or an mTLS listener
+/// before the proxy holds an identity.
 fn listener(l: &pb::Listener, state: &State) -> Result<Option<model::Listener>, String> {
     let ctx = |m: String| format!("listener {:?}: {m}", l.name);
+    let mtls = listener_mtls(l.mtls_mode).map_err(ctx)?;
+    if mtls.is_some() && state.identity.is_none() {
+        return Ok(None);
+    }
+    let authorization = l
+        .authorization_policies
+        .iter()
+        .map(authz_policy)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ctx)?;
+    let tls = listener_tls(l, state).map_err(ctx)?;
     let address = socket_addr(&l.address)
         .map_err(|m| ctx(format!("address {:?}: {m}", l.address)))?
         .to_string();
@@ -137,9 +192,9 @@ fn listener(l: &pb::Listener, state: &State) -> Result<Option<model::Listener>, 
                 virtual_hosts: Vec::new(),
                 cluster: Some(l.cluster.clone()),
                 idle_timeout: opt_duration("idle_timeout", l.idle_timeout.as_ref()).map_err(ctx)?,
-                mtls: None,
-                tls: None,
-                authorization: Vec::new(),
+                mtls,
+                tls,
+                authorization,
             }))
         }
         model::Protocol::Http => {
@@ -163,12 +218,103 @@ fn listener(l: &pb::Listener, state: &State) -> Result<Option<model::Listener>, 
                 virtual_hosts: route_table(table)?,
                 cluster: None,
                 idle_timeout: None,
-                mtls: None,
-                tls: None,
-                authorization: Vec::new(),
+                mtls,
+                tls,
+                authorization,
             }))
         }
     }
+}
+
+fn listener_mtls(mode: i32) -> Result<Option<model::ListenerMtls>, String> {
+    let mode = match pb::MtlsMode::try_from(mode) {
+        Ok(pb::MtlsMode::Unspecified) => return Ok(None),
+        Ok(pb::MtlsMode::Strict) => model::MtlsMode::Strict,
+        Ok(pb::MtlsMode::Permissive) => model::MtlsMode::Permissive,
+        Err(_) => return Err(format!("mtls_mode: unknown value {mode}")),
+    };
+    Ok(Some(model::ListenerMtls {
+        mode,
+        detect_timeout: None,
+    }))
+}
+
+/// Edge TLS: each SNI entry's certificate and key, inline from the SECRET
+/// set (`State::apply` has checked that every secret named exists).
+fn listener_tls(l: &pb::Listener, state: &State) -> Result<Option<model::ListenerTls>, String> {
+    if l.sni_certificates.is_empty() {
+        if !l.alpn.is_empty() {
+            return Err("alpn without sni_certificates".into());
+        }
+        return Ok(None);
+    }
+    let mut certificates = Vec::with_capacity(l.sni_certificates.len());
+    for sni in &l.sni_certificates {
+        let cert = match state.secrets.get(&sni.secret).and_then(|s| s.kind.as_ref()) {
+            Some(SecretKind::TlsCertificate(t)) => t,
+            Some(_) => return Err(format!("secret {:?} is not a tls_certificate", sni.secret)),
+            None => return Err(format!("unknown secret {:?}", sni.secret)),
+        };
+        certificates.push(model::ServerCertificate {
+            server_names: sni.server_names.clone(),
+            certificate: inline(&cert.certificate_chain_pem.clone().into()),
+            private_key: inline(&cert.private_key_pem.clone().into()),
+        });
+    }
+    Ok(Some(model::ListenerTls {
+        certificates,
+        alpn: l.alpn.clone(),
+    }))
+}
+
+fn authz_policy(p: &pb::AuthorizationPolicy) -> Result<model::AuthzPolicy, String> {
+    let ctx = |m: String| format!("authorization policy {:?}: {m}", p.name);
+    if p.name.is_empty() {
+        return Err("an authorization policy has no name".into());
+    }
+    let action = match pb::authorization_policy::Action::try_from(p.action) {
+        Ok(pb::authorization_policy::Action::Allow) => model::AuthzAction::Allow,
+        Ok(pb::authorization_policy::Action::Deny) => model::AuthzAction::Deny,
+        Ok(pb::authorization_policy::Action::Unspecified) => {
+            return Err(ctx("action is unspecified".into()))
+        }
+        Err(_) => return Err(ctx(format!("action: unknown value {}", p.action))),
+    };
+    let mut rules = Vec::with_capacity(p.rules.len());
+    for (i, r) in p.rules.iter().enumerate() {
+        let mut paths = Vec::with_capacity(r.paths.len());
+        for (j, pm) in r.paths.iter().enumerate() {
+            let (exact, prefix) = match &pm.kind {
+                Some(pb::path_match::Kind::Exact(x)) => (Some(x.clone()), None),
+                Some(pb::path_match::Kind::Prefix(x)) => (None, Some(x.clone())),
+                None => {
+                    return Err(ctx(format!(
+                        "rules[{i}].paths[{j}]: set one of exact, prefix"
+                    )))
+                }
+            };
+            paths.push(model::AuthzPath { exact, prefix });
+        }
+        let mut ports = Vec::with_capacity(r.ports.len());
+        for port in &r.ports {
+            match u16::try_from(*port) {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => return Err(ctx(format!("rules[{i}].ports: {port} is not a port"))),
+            }
+        }
+        rules.push(model::AuthzRule {
+            identities: r.source_identities.clone(),
+            namespaces: r.source_namespaces.clone(),
+            methods: r.methods.clone(),
+            paths,
+            ports,
+        });
+    }
+    Ok(model::AuthzPolicy {
+        name: p.name.clone(),
+        action,
+        rules,
+    })
 }
 
 fn protocol(p: i32) -> Result<model::Protocol, String> {
