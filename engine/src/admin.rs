@@ -134,6 +134,7 @@ pub fn metrics(shared: &Shared) -> String {
             1.0,
         ));
     }
+    crate::ktls::metrics(&mut extra);
     if shared.xds.is_enabled() {
         shared.xds.metrics(&mut extra);
     }

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, SliceMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use crate::conn::Conn;
 
 /// Reads once, appending to `buf` after its current length. Grows the buffer
 /// only when it is full (by at least `min_spare` bytes).
@@ -63,8 +64,8 @@ pub struct Moved {
 /// read becomes a write shutdown on the other (half-close); the tunnel ends
 /// when neither direction moved a byte for `idle`.
 pub async fn tunnel(
-    a: TcpStream,
-    b: TcpStream,
+    a: Conn,
+    b: Conn,
     idle: Duration,
     bufs: (Vec<u8>, Vec<u8>),
 ) -> (TunnelEnd, Moved, (Vec<u8>, Vec<u8>)) {

@@ -3,12 +3,12 @@
 
 use std::rc::Rc;
 
-use monoio::net::TcpStream;
+use crate::conn::Conn;
 
 use crate::upstream::ClusterState;
 use crate::worker::{EpochLocal, TcpOutcome, Worker};
 
-pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, down: TcpStream) {
+pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, down: Conn) {
     let crate::config::ListenerKind::Tcp {
         cluster,
         idle_timeout,
@@ -44,7 +44,7 @@ pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, d
 
 /// Connects to the endpoint the load balancer picks; when that connect
 /// fails (nothing was sent), once more to another endpoint.
-async fn connect_any(cs: &ClusterState) -> Option<TcpStream> {
+async fn connect_any(cs: &ClusterState) -> Option<Conn> {
     let ep = cs.pick()?.clone();
     match crate::upstream::connect(cs, &ep).await {
         Ok(s) => Some(s),

@@ -67,6 +67,11 @@ struct Args {
     /// I/O driver of the workers.
     #[arg(long, value_enum, default_value = "auto")]
     io_driver: IoDriver,
+    /// Kernel TLS offload of mesh connections after the handshake: auto
+    /// (probe at start, fall back to user-space rustls), on (refuse to start
+    /// without it), off.
+    #[arg(long, default_value = "auto", value_name = "auto|on|off")]
+    ktls: ringmesh_engine::ktls::Mode,
     /// Check the config and exit.
     #[arg(long)]
     validate: bool,
@@ -157,6 +162,10 @@ fn main() -> ExitCode {
         }
     }
     runtime::raise_limits();
+    if let Err(e) = ringmesh_engine::ktls::init(args.ktls) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
 
     let admin_addr = cfg.admin;
     let listeners = cfg.listeners.len();

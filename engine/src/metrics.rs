@@ -155,6 +155,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "HTTP requests answered, by listener, route, cluster and status class.",
     ),
     (
+        "ringmesh_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed, per listener (downstream) or cluster (upstream).",
+    ),
+    (
+        "ringmesh_downstream_tls_failures_total",
+        "counter",
+        "Downstream TLS handshakes that failed (certificate refused, protocol, timeout).",
+    ),
+    (
+        "ringmesh_upstream_tls_failures_total",
+        "counter",
+        "Upstream mTLS handshakes that failed (peer identity, chain, protocol, timeout).",
+    ),
+    (
         "ringmesh_upstream_connect_failures_total",
         "counter",
         "Upstream connection attempts that failed.",
@@ -204,6 +219,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "ringmesh_control_connected",
         "gauge",
         "1 while the stream to the control plane is up (control mode only).",
+    ),
+    (
+        "ringmesh_ktls_enabled",
+        "gauge",
+        "1 when mesh TLS connections move to kernel TLS after the handshake (--ktls and the start-up probe).",
+    ),
+    (
+        "ringmesh_ktls_offloads_total",
+        "counter",
+        "TLS sessions handed to kernel TLS.",
+    ),
+    (
+        "ringmesh_ktls_offload_failures_total",
+        "counter",
+        "kTLS hand-offs that did not happen (declined: continued in user space; or failed: closed).",
     ),
     (
         "ringmesh_control_updates_total",

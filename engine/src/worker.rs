@@ -44,10 +44,12 @@ pub struct ListenerStats {
     pub rx: Arc<Counter>,
     pub tx: Arc<Counter>,
     tcp: Option<[Arc<Counter>; 4]>,
+    /// Present for TLS and mTLS listeners.
+    pub tls: Option<crate::tls::TlsStats>,
 }
 
 impl ListenerStats {
-    fn new(reg: &Registry, name: &str, tcp: bool) -> Self {
+    fn new(reg: &Registry, name: &str, tcp: bool, tls: bool) -> Self {
         let l = format!("listener=\"{}\"", label(name));
         let outcome = |o: &str| {
             reg.counter(
@@ -60,6 +62,10 @@ impl ListenerStats {
             active: reg.gauge("ringmesh_downstream_connections_active", l.clone()),
             rx: reg.counter("ringmesh_downstream_bytes_received_total", l.clone()),
             tx: reg.counter("ringmesh_downstream_bytes_sent_total", l.clone()),
+            tls: tls.then(|| crate::tls::TlsStats {
+                handshakes: reg.counter("ringmesh_tls_handshakes_total", l.clone()),
+                failures: reg.counter("ringmesh_downstream_tls_failures_total", l.clone()),
+            }),
             tcp: tcp.then(|| {
                 [
                     outcome("closed"),
@@ -93,8 +99,11 @@ pub struct EpochLocal {
 
 /// (listener index, route id, cluster index, status class); `u32::MAX` for none.
 type RequestKey = (u32, u32, u32, u8);
-/// Listener stats by (name, is tcp): a listener that changes kind gets fresh series.
-type ListenerStatsMap = FxHashMap<(Arc<str>, bool), Rc<ListenerStats>>;
+/// Cluster stats by (name, has mTLS).
+type ClusterStatsMap = FxHashMap<(Arc<str>, bool), Rc<ClusterStats>>;
+/// Listener stats by (name, is tcp, has tls): a listener that changes kind
+/// gets fresh series.
+type ListenerStatsMap = FxHashMap<(Arc<str>, bool, bool), Rc<ListenerStats>>;
 
 impl EpochLocal {
     pub fn listener_at(&self, addr: SocketAddr) -> Option<usize> {
@@ -145,7 +154,7 @@ pub struct Worker {
     pub access_log: AccessLog,
     epoch: RefCell<Rc<EpochLocal>>,
     clusters: RefCell<FxHashMap<Arc<str>, Rc<ClusterState>>>,
-    cluster_stats: RefCell<FxHashMap<Arc<str>, Rc<ClusterStats>>>,
+    cluster_stats: RefCell<ClusterStatsMap>,
     listener_stats: RefCell<ListenerStatsMap>,
     /// Accept loops running, by address, with their stop signal.
     running: RefCell<FxHashMap<SocketAddr, Rc<Notify>>>,
@@ -206,9 +215,12 @@ impl Worker {
                 let st = match clusters.get(&c.name) {
                     Some(old) if old.config == *c => old.clone(),
                     old => {
+                        let tls = c.tls.is_some();
                         let s = stats
-                            .entry(c.name.clone())
-                            .or_insert_with(|| Rc::new(ClusterStats::new(&self.registry, &c.name)))
+                            .entry((c.name.clone(), tls))
+                            .or_insert_with(|| {
+                                Rc::new(ClusterStats::new(&self.registry, &c.name, tls))
+                            })
                             .clone();
                         Rc::new(ClusterState::new(c.clone(), old.map(|o| &**o), s))
                     }
@@ -224,8 +236,11 @@ impl Worker {
             .iter()
             .map(|l| {
                 let tcp = matches!(l.kind, ListenerKind::Tcp { .. });
-                ls.entry((l.name.clone(), tcp))
-                    .or_insert_with(|| Rc::new(ListenerStats::new(&self.registry, &l.name, tcp)))
+                let tls = l.tls.is_some();
+                ls.entry((l.name.clone(), tcp, tls))
+                    .or_insert_with(|| {
+                        Rc::new(ListenerStats::new(&self.registry, &l.name, tcp, tls))
+                    })
                     .clone()
             })
             .collect();
@@ -341,12 +356,23 @@ impl Worker {
                 stats.conns_total.inc();
                 stats.active.inc();
                 w.active_conns.set(w.active_conns.get() + 1);
-                match epoch.config.listeners[idx].kind {
-                    ListenerKind::Http(_) => {
-                        crate::http1::serve(w.clone(), epoch, idx, stream, peer).await
+                let l = &epoch.config.listeners[idx];
+                let conn = match &l.tls {
+                    None => Some(crate::conn::Conn::Plain(stream)),
+                    Some(t) => {
+                        let timeout = epoch.config.limits.request_head_timeout;
+                        let fut =
+                            crate::tls::accept(t, stream, timeout, stats.tls.as_ref(), &l.name);
+                        Box::pin(fut).await
                     }
-                    ListenerKind::Tcp { .. } => {
-                        Box::pin(crate::l4::serve(w.clone(), epoch, idx, stream)).await
+                };
+                match (conn, &epoch.config.listeners[idx].kind) {
+                    (None, _) => {}
+                    (Some(conn), ListenerKind::Http(_)) => {
+                        crate::http1::serve(w.clone(), epoch, idx, conn, peer).await
+                    }
+                    (Some(conn), ListenerKind::Tcp { .. }) => {
+                        Box::pin(crate::l4::serve(w.clone(), epoch, idx, conn)).await
                     }
                 }
                 w.active_conns.set(w.active_conns.get() - 1);

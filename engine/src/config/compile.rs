@@ -48,6 +48,8 @@ pub struct Listener {
     pub name: Arc<str>,
     pub addr: SocketAddr,
     pub kind: ListenerKind,
+    /// mTLS (mesh inbound) or edge TLS; None: plaintext.
+    pub tls: Option<crate::tls::DownstreamTls>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,9 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    /// mTLS to the endpoints (ringmesh proxies), with the identity they must
+    /// present.
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -134,6 +139,12 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
         drain_timeout: l.drain_timeout.0,
     };
 
+    let identity = match &file.identity {
+        Some(id) => Some(crate::tls::MeshIdentity::load(id)?),
+        None => None,
+    };
+    let mut mesh_server: Option<Arc<rustls::ServerConfig>> = None;
+
     let mut clusters = Vec::with_capacity(file.clusters.len());
     let mut cluster_index: FxHashMap<&str, usize> = FxHashMap::default();
     for (i, c) in file.clusters.iter().enumerate() {
@@ -154,6 +165,10 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
         if c.connect_timeout.0.is_zero() {
             return err(format!("{f}.connect_timeout"), "must be more than 0");
         }
+        let tls = match &c.mtls {
+            None => None,
+            Some(m) => Some(cluster_tls(&f, &c.name, m, identity.as_ref())?),
+        };
         clusters.push(Arc::new(Cluster {
             name: c.name.as_str().into(),
             endpoints,
@@ -161,6 +176,7 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
             connect_timeout: c.connect_timeout.0,
             max_idle_per_endpoint: c.max_idle_per_endpoint,
             idle_timeout: c.idle_timeout.0,
+            tls,
         }));
     }
 
@@ -225,10 +241,42 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
                 ListenerKind::Http(table)
             }
         };
+        let tls = match (&lm.mtls, &lm.tls) {
+            (Some(_), Some(_)) => return err(f, "mtls and tls cannot both be set"),
+            (None, None) => None,
+            (None, Some(t)) => Some(crate::tls::DownstreamTls::Edge {
+                config: crate::tls::edge_server_config(&format!("{f}.tls"), t)?,
+            }),
+            (Some(m), None) => {
+                let Some(id) = &identity else {
+                    return err(format!("{f}.mtls"), "the config has no identity");
+                };
+                let config = match &mesh_server {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = id
+                            .server_config()
+                            .or_else(|e| err(format!("{f}.mtls"), e))?;
+                        mesh_server = Some(c.clone());
+                        c
+                    }
+                };
+                let detect = m.detect_timeout.map_or(Duration::from_secs(5), |d| d.0);
+                if detect.is_zero() {
+                    return err(format!("{f}.mtls.detect_timeout"), "must be more than 0");
+                }
+                Some(crate::tls::DownstreamTls::Mesh {
+                    config,
+                    permissive: (m.mode == model::MtlsMode::Permissive).then_some(detect),
+                    own_id: id.id.clone(),
+                })
+            }
+        };
         listeners.push(Listener {
             name: lm.name.as_str().into(),
             addr,
             kind,
+            tls,
         });
     }
 
@@ -242,6 +290,44 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
         listeners,
         clusters,
         model: file,
+    })
+}
+
+fn cluster_tls(
+    f: &str,
+    name: &str,
+    m: &model::ClusterMtls,
+    identity: Option<&crate::tls::MeshIdentity>,
+) -> CResult<crate::tls::UpstreamTls> {
+    let Some(id) = identity else {
+        return err(format!("{f}.mtls"), "the config has no identity");
+    };
+    if !m.identity.starts_with("spiffe://") {
+        return err(
+            format!("{f}.mtls.identity"),
+            format!("{:?} is not a spiffe:// ID", m.identity),
+        );
+    }
+    let sni = m
+        .sni
+        .clone()
+        .unwrap_or_else(|| name.split(':').next().unwrap_or(name).to_owned());
+    let server_name = rustls::pki_types::ServerName::try_from(sni.clone())
+        .or_else(|e| err(format!("{f}.mtls.sni"), format!("{sni:?}: {e}")))?;
+    let mut plaintext = Vec::with_capacity(m.plaintext_endpoints.len());
+    for (j, e) in m.plaintext_endpoints.iter().enumerate() {
+        plaintext.push(resolve_one(
+            &format!("{f}.mtls.plaintext_endpoints[{j}]"),
+            e,
+        )?);
+    }
+    Ok(crate::tls::UpstreamTls {
+        config: id
+            .client_config(&m.identity)
+            .or_else(|e| err(format!("{f}.mtls"), e))?,
+        server_name,
+        expected: m.identity.as_str().into(),
+        plaintext,
     })
 }
 

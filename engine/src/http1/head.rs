@@ -15,6 +15,11 @@ pub struct RequestEdits<'a> {
     pub request_id: &'a [u8],
     /// We answered `Expect: 100-continue` ourselves; do not forward it.
     pub strip_expect: bool,
+    /// mTLS listeners: any incoming x-forwarded-client-cert is removed, and
+    /// this value (when not empty) added.
+    pub xfcc: Option<&'a [u8]>,
+    /// The client spoke TLS to us.
+    pub https: bool,
 }
 
 fn in_list(list: &[Box<[u8]>], name: &[u8]) -> bool {
@@ -58,6 +63,9 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
         if hd.hop_by_hop || in_list(&e.route.request_headers_to_remove, name) {
             continue;
         }
+        if e.xfcc.is_some() && name.eq_ignore_ascii_case(b"x-forwarded-client-cert") {
+            continue;
+        }
         put_header(out, name, hd.value.get(buf));
     }
     out.extend_from_slice(b"x-forwarded-for: ");
@@ -67,7 +75,14 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
     }
     out.extend_from_slice(e.client_ip);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    out.extend_from_slice(if e.https {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    });
+    if let Some(v) = e.xfcc.filter(|v| !v.is_empty()) {
+        put_header(out, b"x-forwarded-client-cert", v);
+    }
     put_header(out, b"x-request-id", e.request_id);
     for (n, v) in &e.route.request_headers_to_add {
         put_header(out, n, v);

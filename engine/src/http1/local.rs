@@ -12,6 +12,8 @@ pub enum LocalError {
     NoRoute,
     NoHealthyUpstream,
     ConnectFailed,
+    /// The mTLS handshake with the upstream failed (identity, chain).
+    UpstreamTls,
     UpstreamReset,
     BadUpstreamResponse,
     UpstreamTimeout,
@@ -26,7 +28,9 @@ impl LocalError {
             LocalError::RequestTimeout => 408,
             LocalError::NoRoute => 404,
             LocalError::MethodNotAllowed => 405,
-            LocalError::NoHealthyUpstream | LocalError::ConnectFailed => 503,
+            LocalError::NoHealthyUpstream | LocalError::ConnectFailed | LocalError::UpstreamTls => {
+                503
+            }
             LocalError::UpstreamReset | LocalError::BadUpstreamResponse => 502,
             LocalError::UpstreamTimeout => 504,
         }
@@ -41,6 +45,7 @@ impl LocalError {
             LocalError::MethodNotAllowed => "method_not_allowed",
             LocalError::NoHealthyUpstream => "no_healthy_upstream",
             LocalError::ConnectFailed => "upstream_connect_failed",
+            LocalError::UpstreamTls => "upstream_tls_handshake_failed",
             LocalError::UpstreamReset => "upstream_reset",
             LocalError::BadUpstreamResponse => "bad_upstream_response",
             LocalError::UpstreamTimeout => "upstream_timeout",

@@ -29,13 +29,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use self::body::BodyError;
 use self::codec::{BodyFraming, HeadError, Method, RequestHead, ResponseHead};
 use self::local::LocalError;
 use crate::access_log::Entry;
 use crate::config::ListenerKind;
+use crate::conn::Conn as Stream;
 use crate::io::read_append;
 use crate::router::{Action, Forward, Retry, Route};
 use crate::upstream::{ClusterState, Endpoint};
@@ -58,7 +58,11 @@ const RESPONSE_HEAD_LIMITS: codec::Limits = codec::Limits {
 
 struct Conn {
     worker: Rc<Worker>,
-    stream: TcpStream,
+    stream: Stream,
+    /// mTLS listeners: the x-forwarded-client-cert value for this
+    /// connection's peer (empty for a plaintext PERMISSIVE peer: the header
+    /// is only removed). None on other listeners.
+    xfcc: Option<Box<[u8]>>,
     peer: SocketAddr,
     /// The listener's address: its index may differ from epoch to epoch.
     listener_addr: SocketAddr,
@@ -95,19 +99,29 @@ enum Next {
     /// Close after reading what the client still sends (error answers).
     LingerClose,
     /// The upstream answered 101: tunnel to it (with its buffered bytes).
-    Upgrade(TcpStream, Vec<u8>),
+    Upgrade(Stream, Vec<u8>),
 }
 
 pub async fn serve(
     worker: Rc<Worker>,
     epoch: Rc<EpochLocal>,
     listener: usize,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
+    let xfcc = match &epoch.config.listeners[listener].tls {
+        Some(crate::tls::DownstreamTls::Mesh { own_id, .. }) => {
+            Some(match stream.peer_identity() {
+                Some(p) => format!("By={own_id};URI={p}").into_bytes().into(),
+                None => Box::default(),
+            })
+        }
+        _ => None,
+    };
     let mut c = Conn {
         worker,
+        xfcc,
         stream,
         client_ip: peer.ip().to_string().into_bytes().into(),
         peer,
@@ -167,6 +181,7 @@ impl Conn {
     async fn wait_readable(&mut self) -> Idle {
         let spare = std::mem::take(&mut self.buf);
         self.worker.bufs.put(spare);
+        self.stream.release_buffers();
         let wait = {
             let epoch = self.worker.current();
             if self.first {
@@ -582,6 +597,8 @@ impl Conn {
                 client_ip: &self.client_ip,
                 request_id,
                 strip_expect: head.expect_continue,
+                xfcc: self.xfcc.as_deref(),
+                https: self.stream.is_tls() && self.xfcc.is_none(),
             },
         );
         self.consume_head(head);
@@ -643,7 +660,7 @@ impl Conn {
                     cs.stats.pool_misses.inc();
                     match crate::upstream::connect(cs, &ep).await {
                         Ok(c) => c,
-                        Err(_) => {
+                        Err(e) => {
                             let by_policy = retries_left > 0 && policy.on(Retry::CONNECT_FAILURE);
                             if by_policy || failover_left > 0 {
                                 if let Some(other) = cs.pick_other(&ep) {
@@ -656,7 +673,10 @@ impl Conn {
                                     continue;
                                 }
                             }
-                            return Err(fail(LocalError::ConnectFailed));
+                            return Err(fail(match e {
+                                crate::upstream::ConnectError::Tls(_) => LocalError::UpstreamTls,
+                                _ => LocalError::ConnectFailed,
+                            }));
                         }
                     }
                 }
@@ -862,7 +882,7 @@ impl Conn {
 
     /// After a 101: bytes already buffered on either side go first, then the
     /// connection is a byte tunnel until both sides close.
-    async fn tunnel(mut self, mut up: TcpStream, ubuf: Vec<u8>) {
+    async fn tunnel(mut self, mut up: Stream, ubuf: Vec<u8>) {
         let pending = std::mem::take(&mut self.buf);
         let n = pending.len();
         let (r1, pending) = crate::io::write_range(&mut up, pending, 0, n).await;
@@ -950,7 +970,7 @@ enum RespError {
 /// (1xx other than 101) heads are skipped: we answered 100-continue ourselves
 /// and HTTP/1.0 clients must not see them.
 async fn read_response_head(
-    up: &mut TcpStream,
+    up: &mut Stream,
     mut buf: Vec<u8>,
     method: Method,
     timeout: Duration,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use crate::config::model::LbPolicy;
 use crate::config::Cluster;
+use crate::conn::Conn;
 use crate::metrics::{label, Counter, Histogram, Registry};
+use crate::tls::TlsStats;
 pub use pool::Endpoint;
 
 /// Counters of one cluster in one worker.
@@ -22,17 +24,23 @@ pub struct ClusterStats {
     pub pool_hits: Arc<Counter>,
     pub pool_misses: Arc<Counter>,
     pub duration: Arc<Histogram>,
+    /// Present for clusters reached over mTLS.
+    pub tls: Option<TlsStats>,
 }
 
 impl ClusterStats {
-    pub fn new(reg: &Registry, cluster: &str) -> Self {
+    pub fn new(reg: &Registry, cluster: &str, tls: bool) -> Self {
         let l = format!("cluster=\"{}\"", label(cluster));
         ClusterStats {
             connect_failures: reg.counter("ringmesh_upstream_connect_failures_total", l.clone()),
             connect_timeouts: reg.counter("ringmesh_upstream_connect_timeouts_total", l.clone()),
             pool_hits: reg.counter("ringmesh_upstream_pool_hits_total", l.clone()),
             pool_misses: reg.counter("ringmesh_upstream_pool_misses_total", l.clone()),
-            duration: reg.histogram("ringmesh_upstream_request_duration_seconds", l),
+            duration: reg.histogram("ringmesh_upstream_request_duration_seconds", l.clone()),
+            tls: tls.then(|| TlsStats {
+                handshakes: reg.counter("ringmesh_tls_handshakes_total", l.clone()),
+                failures: reg.counter("ringmesh_upstream_tls_failures_total", l),
+            }),
         }
     }
 }
@@ -115,21 +123,27 @@ impl ClusterState {
 pub enum ConnectError {
     Timeout,
     Refused(std::io::Error),
+    /// The TLS handshake failed (peer identity, chain, protocol); the text
+    /// says why.
+    Tls(String),
 }
 
 /// Opens a new connection to `ep`, bounded by the cluster's connect timeout,
-/// and counts the failure kinds.
-pub async fn connect(
-    cs: &ClusterState,
-    ep: &Endpoint,
-) -> Result<monoio::net::TcpStream, ConnectError> {
+/// and counts the failure kinds. Endpoints of an mTLS cluster (other than its
+/// plaintext ones) get the TLS handshake too, under the same timeout again.
+pub async fn connect(cs: &ClusterState, ep: &Endpoint) -> Result<Conn, ConnectError> {
     let attempt = monoio::net::TcpStream::connect_addr(ep.addr);
     match monoio::time::timeout(cs.config.connect_timeout, attempt).await {
         Ok(Ok(s)) => {
             // Small heads and responses must not wait for Nagle.
             let _ = s.set_nodelay(true);
-            ep.connect_ok();
-            Ok(s)
+            match &cs.config.tls {
+                Some(t) if t.applies_to(ep.addr) => handshake(cs, ep, t, s).await,
+                _ => {
+                    ep.connect_ok();
+                    Ok(Conn::Plain(s))
+                }
+            }
         }
         Ok(Err(e)) => {
             cs.stats.connect_failures.inc();
@@ -141,6 +155,47 @@ pub async fn connect(
             cs.stats.connect_timeouts.inc();
             ep.connect_failed();
             Err(ConnectError::Timeout)
+        }
+    }
+}
+
+async fn handshake(
+    cs: &ClusterState,
+    ep: &Endpoint,
+    t: &crate::tls::UpstreamTls,
+    s: monoio::net::TcpStream,
+) -> Result<Conn, ConnectError> {
+    let stats = cs.stats.tls.as_ref();
+    let res = match rustls::ClientConnection::new(t.config.clone(), t.server_name.clone()) {
+        Ok(c) => {
+            let opts = crate::tls::stream::Handshake {
+                timeout: cs.config.connect_timeout,
+                record_bounded: false,
+            };
+            crate::tls::TlsStream::handshake(s, c.into(), opts)
+                .await
+                .map_err(|e| crate::tls::describe(&e))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match res {
+        Ok(tls) => {
+            if let Some(st) = stats {
+                st.handshakes.inc();
+            }
+            ep.connect_ok();
+            Ok(Conn::Tls(Box::new(tls)))
+        }
+        Err(why) => {
+            if let Some(st) = stats {
+                st.failures.inc();
+            }
+            ep.connect_failed();
+            crate::log::warn_limited(&format!(
+                "cluster {}: TLS to {} failed: {why}",
+                cs.config.name, ep.addr
+            ));
+            Err(ConnectError::Tls(why))
         }
     }
 }

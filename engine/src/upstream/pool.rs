@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use crate::conn::Conn;
 
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    idle: RefCell<VecDeque<(TcpStream, Instant)>>,
+    idle: RefCell<VecDeque<(Conn, Instant)>>,
     active: Cell<u32>,
     /// Consecutive connect failures.
     failures: Cell<u32>,
@@ -85,7 +85,7 @@ impl Endpoint {
     /// idle for less than `trust_for` is taken without the liveness peek (a
     /// syscall per request); callers pass a non-zero `trust_for` only when the
     /// request can be retried on a fresh connection should it turn out stale.
-    pub fn checkout(&self, idle_timeout: Duration, trust_for: Duration) -> Option<TcpStream> {
+    pub fn checkout(&self, idle_timeout: Duration, trust_for: Duration) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         while let Some((conn, since)) = idle.pop_back() {
             let idle_for = since.elapsed();
@@ -96,7 +96,8 @@ impl Endpoint {
         None
     }
 
-    pub fn checkin(&self, conn: TcpStream, max_idle: usize) {
+    pub fn checkin(&self, mut conn: Conn, max_idle: usize) {
+        conn.release_buffers();
         let mut idle = self.idle.borrow_mut();
         if idle.len() < max_idle {
             idle.push_back((conn, Instant::now()));
@@ -121,7 +122,7 @@ impl Endpoint {
 
 /// True if the peer has neither closed the connection nor sent anything: an
 /// idle HTTP/1.1 upstream must be silent, so EOF or stray bytes both disqualify.
-fn still_open(conn: &TcpStream) -> bool {
+fn still_open(conn: &Conn) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: recv on a valid, owned socket fd into a 1-byte stack buffer;
     // MSG_PEEK|MSG_DONTWAIT neither consumes data nor blocks.
