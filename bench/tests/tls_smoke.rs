@@ -86,7 +86,7 @@ fn tls_bench_smoke() {
     let mut rows = 0;
     for line in stdout.lines().filter(|l| l.starts_with("| ")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if matches!(cells[1], "hop A → B" | "server" | "proxy") {
+        if matches!(cells[1], "hop A → B" | "server" | "proxy" | "---") {
             continue;
         }
         rows += 1;
