@@ -10,7 +10,9 @@
 //! - [`parse`], [`stats`]: parsing of tool output and statistics over repeats;
 //! - [`tools`]: what is installed or built before a run;
 //! - [`control_plane`]: the `control` subcommand (simulated proxies against
-//!   `ringmesh-control`).
+//!   `ringmesh-control`);
+//! - [`tls`]: the `tls` subcommand (mesh hop plaintext vs mTLS, mTLS
+//!   handshakes per core, HTTPS edge against nginx).
 
 pub mod callgrind;
 pub mod chart;
@@ -24,6 +26,7 @@ pub mod proxies;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
+pub mod tls;
 pub mod tools;
 
 // The crate root exported these before the split into modules.

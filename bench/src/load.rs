@@ -121,7 +121,11 @@ pub fn measure(o: &Opts, env: &Env, sc: Scenario, row: Row, secs: u64) -> Res<Sa
 // ------------------------------------------------------------ HTTP client
 
 /// Sends one GET and reads the whole response; returns the status.
-pub fn http_get(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> std::io::Result<u16> {
+pub fn http_get<S: Read + Write>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    req: &[u8],
+) -> std::io::Result<u16> {
     stream.write_all(req)?;
     buf.clear();
     let mut chunk = [0u8; 16384];

@@ -7,7 +7,8 @@
 //! CPU per request = the proxy's utime+stime from /proc over the run divided
 //! by completed requests. Rounds are interleaved so drift hits every row alike.
 //! This file is the CLI only; the work is in the library's modules.
-//! `ringmesh-bench control` is the control-plane bench (`control_plane`).
+//! `ringmesh-bench control` is the control-plane bench (`control_plane`),
+//! `ringmesh-bench tls` the identity/mTLS bench (`tls`).
 
 use ringmesh_bench::callgrind::callgrind_scenario;
 use ringmesh_bench::chart::chart;
@@ -35,7 +36,15 @@ fn main() {
             args[3].parse().unwrap(),
             args[4].parse().unwrap(),
         ),
+        Some("__tls-handshakes") => ringmesh_bench::tls::client::handshake_gen(
+            args[1].parse().unwrap(),
+            args[2].parse().unwrap(),
+            args[3].parse().unwrap(),
+            &args[4],
+            &args[5],
+        ),
         Some("control") => ringmesh_bench::control_plane::control_main(&args[1..]),
+        Some("tls") => ringmesh_bench::tls::tls_main(&args[1..]),
         _ => run(&args),
     };
     // Interrupted: the handler thread is stopping our children and exits
