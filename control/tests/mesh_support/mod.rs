@@ -181,18 +181,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(dir: &Path, grace: &str) -> ControlPlane {
-        let config_dir = dir.join("mesh");
-        let data_dir = dir.join("data");
-        std::fs::create_dir_all(&config_dir).unwrap();
-        let [grpc, admin] = free_ports();
-        ControlPlane::start_at(
-            dir,
-            config_dir,
-            data_dir,
-            (local(grpc), local(admin)),
-            grace,
-            Vec::new(),
-        )
+        ControlPlane::start_with(dir, grace, &[])
     }
 
     /// `start` with more `serve` flags (CA files, certificate lifetime).

@@ -455,42 +455,6 @@ impl TlsStream {
     }
 }
 
-impl AsyncReadRent for TlsStream {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        read_plain(&mut self.io, &mut self.tls, &mut self.cipher, buf).await
-    }
-
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let raw = first_iovec_mut(&mut buf);
-        let (res, _) = read_plain(&mut self.io, &mut self.tls, &mut self.cipher, raw).await;
-        if let Ok(n) = res {
-            // SAFETY: n bytes were written into the first non-empty iovec.
-            unsafe { buf.set_init(n) };
-        }
-        (res, buf)
-    }
-}
-
-impl AsyncWriteRent for TlsStream {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        write_plain(&mut self.io, &mut self.tls, &mut self.out, buf).await
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let raw = first_iovec(&buf);
-        let (res, _) = write_plain(&mut self.io, &mut self.tls, &mut self.out, raw).await;
-        (res, buf)
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        flush_tls(&mut self.io, &mut self.tls, &mut self.out).await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        shutdown_tls(&mut self.io, &mut self.tls, &mut self.out).await
-    }
-}
-
 /// The read half of a split TLS stream.
 pub struct TlsRead {
     io: OwnedReadHalf<TcpStream>,
@@ -505,38 +469,54 @@ pub struct TlsWrite {
     out: Vec<u8>,
 }
 
-impl AsyncReadRent for TlsRead {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        read_plain(&mut self.io, &mut self.tls, &mut self.cipher, buf).await
-    }
+/// The reading side over fields `io`, `tls` and `cipher` (the whole stream
+/// and its read half share it).
+macro_rules! tls_read {
+    ($t:ty) => {
+        impl AsyncReadRent for $t {
+            async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+                read_plain(&mut self.io, &mut self.tls, &mut self.cipher, buf).await
+            }
 
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let raw = first_iovec_mut(&mut buf);
-        let (res, _) = read_plain(&mut self.io, &mut self.tls, &mut self.cipher, raw).await;
-        if let Ok(n) = res {
-            // SAFETY: as in TlsStream::readv.
-            unsafe { buf.set_init(n) };
+            async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+                let raw = first_iovec_mut(&mut buf);
+                let (res, _) = read_plain(&mut self.io, &mut self.tls, &mut self.cipher, raw).await;
+                if let Ok(n) = res {
+                    // SAFETY: n bytes were written into the first non-empty iovec.
+                    unsafe { buf.set_init(n) };
+                }
+                (res, buf)
+            }
         }
-        (res, buf)
-    }
+    };
 }
 
-impl AsyncWriteRent for TlsWrite {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        write_plain(&mut self.io, &mut self.tls, &mut self.out, buf).await
-    }
+/// The writing side over fields `io`, `tls` and `out`.
+macro_rules! tls_write {
+    ($t:ty) => {
+        impl AsyncWriteRent for $t {
+            async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+                write_plain(&mut self.io, &mut self.tls, &mut self.out, buf).await
+            }
 
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let raw = first_iovec(&buf);
-        let (res, _) = write_plain(&mut self.io, &mut self.tls, &mut self.out, raw).await;
-        (res, buf)
-    }
+            async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+                let raw = first_iovec(&buf);
+                let (res, _) = write_plain(&mut self.io, &mut self.tls, &mut self.out, raw).await;
+                (res, buf)
+            }
 
-    async fn flush(&mut self) -> io::Result<()> {
-        flush_tls(&mut self.io, &mut self.tls, &mut self.out).await
-    }
+            async fn flush(&mut self) -> io::Result<()> {
+                flush_tls(&mut self.io, &mut self.tls, &mut self.out).await
+            }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
-        shutdown_tls(&mut self.io, &mut self.tls, &mut self.out).await
-    }
+            async fn shutdown(&mut self) -> io::Result<()> {
+                shutdown_tls(&mut self.io, &mut self.tls, &mut self.out).await
+            }
+        }
+    };
 }
+
+tls_read!(TlsStream);
+tls_write!(TlsStream);
+tls_read!(TlsRead);
+tls_write!(TlsWrite);
