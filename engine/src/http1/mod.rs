@@ -481,7 +481,13 @@ impl Conn {
 
     /// Keep-alive decision after a complete exchange.
     fn after(&self, head: &RequestHead, response_delimited: bool) -> Next {
-        if head.keep_alive && response_delimited && !self.worker.drain.is_fired() {
+        // A kTLS connection near its key's usage limit is retired: the
+        // kernel cannot re-key it.
+        if head.keep_alive
+            && response_delimited
+            && !self.worker.drain.is_fired()
+            && self.stream.reusable()
+        {
             Next::KeepAlive
         } else {
             Next::Close
