@@ -1,4 +1,5 @@
-//! Smoke test of `ringmesh-bench tls`: every row for one 1-second round
+//! Smoke test of `ringmesh-bench tls`: every row (the 16 KiB mesh pair too)
+//! for one 1-second round
 //! against the `ringmesh-proxy` of the same target dir (`cargo build -p
 //! ringmesh-engine` builds it; `RINGMESH_PROXY_BIN` names another). Keeps the
 //! bench from rotting and checks that each endpoint really speaks TLS (the
@@ -74,7 +75,8 @@ fn tls_bench_smoke() {
         "{stderr}"
     );
     for heading in [
-        "#### Mesh hop",
+        "#### Mesh hop:",
+        "#### Mesh hop, 16 KiB response body",
         "#### mTLS handshakes",
         "#### HTTPS edge, keep-alive",
         "#### HTTPS edge, connection per request",
@@ -93,7 +95,7 @@ fn tls_bench_smoke() {
         assert_ne!(cells[2], "0", "no requests: {line}");
         assert_eq!(cells[5], "0", "errors: {line}\n{stdout}\n{stderr}");
     }
-    assert_eq!(rows, 8, "{stdout}");
+    assert_eq!(rows, 10, "{stdout}");
     let files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

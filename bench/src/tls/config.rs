@@ -130,16 +130,18 @@ listeners:
     )
 }
 
-/// The upstream: nginx, 1 worker on CPU 1, `return 200 "hello world\n"`.
+/// The upstream: nginx, 1 worker on CPU 1, `return 200 "hello world\n"` on
+/// `/` and static files from `dir/www` (`/b16k`, written by the caller).
 pub fn upstream_conf(dir: &Path, up: u16) -> String {
     let d = dir.display();
     format!(
         "worker_processes 1; worker_cpu_affinity 10; daemon off; pid {d}/up.pid; error_log {d}/up.err;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
-http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  server {{ listen 127.0.0.1:{up} reuseport backlog=4096;
-    location / {{ return 200 \"hello world\\n\"; }} }} }}
+http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 300s; sendfile on;
+  server {{ listen 127.0.0.1:{up} reuseport backlog=4096; root {d}/www;
+    location = / {{ return 200 \"hello world\\n\"; }}
+    location / {{ }} }} }}
 "
     )
 }

@@ -1,11 +1,13 @@
 //! `ringmesh-bench tls`: issue 5's benchmarks, side by side in one run.
 //!
-//! 1. **Mesh hop**: wrk (keep-alive, `-t1 -c32`, 12-byte body) → ringmesh A
-//!    (plain HTTP listener, cluster `b`) → ringmesh B (inbound listener) →
-//!    nginx. Two pairs run at once: plaintext, and mTLS (A's cluster `mtls`
-//!    with B's SPIFFE ID required, B's listener `mtls: strict`). CPU per
-//!    request = utime+stime of A **and** B ÷ requests; the ratio mTLS ÷
-//!    plaintext is the issue's target (≤ 1.3×).
+//! 1. **Mesh hop**: wrk (keep-alive, `-t1 -c32`) → ringmesh A (plain HTTP
+//!    listener, cluster `b`) → ringmesh B (inbound listener) → nginx. Two
+//!    pairs run at once: plaintext, and mTLS (A's cluster `mtls` with B's
+//!    SPIFFE ID required, B's listener `mtls: strict`). CPU per request =
+//!    utime+stime of A **and** B ÷ requests; the ratio mTLS ÷ plaintext is
+//!    the issue's target (≤ 1.3×). Two bodies through the same processes: a
+//!    12-byte one (`/`, the per-request cost) and 16 KiB (`/b16k`, where the
+//!    per-byte record encryption shows).
 //! 2. **Handshakes**: our multi-threaded rustls client ([`client`]) opening
 //!    new connections to B's mTLS inbound listener (full TLS 1.3 mTLS
 //!    handshake, one request, close) and to nginx with `ssl_verify_client on`
@@ -45,6 +47,8 @@ use std::time::{Duration, Instant};
 pub enum TRow {
     MeshPlain,
     MeshMtls,
+    MeshPlain16k,
+    MeshMtls16k,
     HsRingmesh,
     HsNginx,
     EdgeRingmesh,
@@ -53,9 +57,11 @@ pub enum TRow {
     CloseNginx,
 }
 
-pub const ALL_TROWS: [TRow; 8] = [
+pub const ALL_TROWS: [TRow; 10] = [
     TRow::MeshPlain,
     TRow::MeshMtls,
+    TRow::MeshPlain16k,
+    TRow::MeshMtls16k,
     TRow::HsRingmesh,
     TRow::HsNginx,
     TRow::EdgeRingmesh,
@@ -67,8 +73,8 @@ pub const ALL_TROWS: [TRow; 8] = [
 impl TRow {
     pub fn name(self) -> &'static str {
         match self {
-            TRow::MeshPlain => "plaintext",
-            TRow::MeshMtls => "mTLS",
+            TRow::MeshPlain | TRow::MeshPlain16k => "plaintext",
+            TRow::MeshMtls | TRow::MeshMtls16k => "mTLS",
             TRow::HsRingmesh => "ringmesh B inbound (mTLS strict)",
             TRow::HsNginx => "nginx ssl_verify_client on",
             TRow::EdgeRingmesh | TRow::CloseRingmesh => "ringmesh edge (tls)",
@@ -80,6 +86,8 @@ impl TRow {
         match self {
             TRow::MeshPlain => "mesh-plain",
             TRow::MeshMtls => "mesh-mtls",
+            TRow::MeshPlain16k => "mesh16k-plain",
+            TRow::MeshMtls16k => "mesh16k-mtls",
             TRow::HsRingmesh => "hs-ringmesh",
             TRow::HsNginx => "hs-nginx",
             TRow::EdgeRingmesh => "edge-ringmesh",
@@ -91,12 +99,27 @@ impl TRow {
     /// Where the load goes.
     pub fn port(self, p: Ports) -> u16 {
         match self {
-            TRow::MeshPlain => p.a_plain(),
-            TRow::MeshMtls => p.a_mtls(),
+            TRow::MeshPlain | TRow::MeshPlain16k => p.a_plain(),
+            TRow::MeshMtls | TRow::MeshMtls16k => p.a_mtls(),
             TRow::HsRingmesh => p.b_mtls(),
             TRow::HsNginx => p.nginx_mtls(),
             TRow::EdgeRingmesh | TRow::CloseRingmesh => p.edge(),
             TRow::EdgeNginx | TRow::CloseNginx => p.nginx_edge(),
+        }
+    }
+    /// The upstream path the load asks for: `/` (12 bytes) or `/b16k`.
+    pub fn path(self) -> &'static str {
+        match self {
+            TRow::MeshPlain16k | TRow::MeshMtls16k => "/b16k",
+            _ => "/",
+        }
+    }
+    /// The least response body a request of this row must carry (checked
+    /// from wrk's byte count, so a 16 KiB row cannot silently serve 12 bytes).
+    fn min_body(self) -> u64 {
+        match self {
+            TRow::MeshPlain16k | TRow::MeshMtls16k => BODY_16K as u64,
+            _ => 0,
         }
     }
     fn is_nginx(self) -> bool {
@@ -104,13 +127,17 @@ impl TRow {
     }
 }
 
-/// A word of `--rows`: a group (`mesh`, `handshakes`, `edge`, `edge-close`)
-/// or one row id.
+/// The large response body of the `mesh16k-*` rows (a static file of the upstream).
+pub const BODY_16K: usize = 16 * 1024;
+
+/// A word of `--rows`: a group (`mesh`, `mesh16k`, `handshakes`, `edge`,
+/// `edge-close`) or one row id.
 pub fn parse_rows(s: &str) -> Res<Vec<TRow>> {
     let mut v = vec![];
     for w in s.split(',') {
         let add: &[TRow] = match w {
             "mesh" => &[TRow::MeshPlain, TRow::MeshMtls],
+            "mesh16k" => &[TRow::MeshPlain16k, TRow::MeshMtls16k],
             "handshakes" | "hs" => &[TRow::HsRingmesh, TRow::HsNginx],
             "edge" => &[TRow::EdgeRingmesh, TRow::EdgeNginx],
             "edge-close" | "close" => &[TRow::CloseRingmesh, TRow::CloseNginx],
@@ -131,16 +158,18 @@ pub fn parse_rows(s: &str) -> Res<Vec<TRow>> {
 }
 
 pub const TLS_USAGE: &str = "usage: ringmesh-bench tls [flags]
-mesh hop plaintext vs mTLS (A+B CPU per request), mTLS handshakes per core,
+mesh hop plaintext vs mTLS (A+B CPU per request; 12-byte and 16 KiB bodies),
+mTLS handshakes per core,
 HTTPS edge (keep-alive and Connection: close) against nginx; one run, interleaved.
 flags:
   --repeats N         interleaved rounds (default 3)
   --duration S        seconds per row per round (default 5)
   --connections N     wrk connections (default 32)
   --hs-clients N      threads of the handshake client (default 16)
-  --rows a,b,..       groups mesh,handshakes,edge,edge-close or rows
-                      mesh-plain,mesh-mtls,hs-ringmesh,hs-nginx,edge-ringmesh,
-                      edge-nginx,close-ringmesh,close-nginx (default: all)
+  --rows a,b,..       groups mesh,mesh16k,handshakes,edge,edge-close or rows
+                      mesh-plain,mesh-mtls,mesh16k-plain,mesh16k-mtls,
+                      hs-ringmesh,hs-nginx,edge-ringmesh,edge-nginx,
+                      close-ringmesh,close-nginx (default: all)
   --port-base P       ports P..P+15 on 127.0.0.1 (default 20100)
   --proxy-bin PATH    ringmesh-proxy to measure (default: build target/release/ringmesh-proxy)
   --out DIR           where the .md goes (default bench/results)
@@ -276,6 +305,8 @@ fn setup(o: &TlsOpts, bin: &Path) -> Res<TlsEnv> {
     let dir = std::env::temp_dir().join(format!("ringmesh-bench-tls.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let certs = certs::generate(&dir.join("certs"))?;
+    std::fs::create_dir_all(dir.join("www")).map_err(|e| format!("{}/www: {e}", dir.display()))?;
+    write_file(&dir.join("www/b16k"), &"x".repeat(BODY_16K))?;
     // nginx workers run as nobody: the tree (throwaway keys included) must be readable.
     let _ = Command::new("chmod").args(["-R", "755"]).arg(&dir).status();
     let mut env = TlsEnv {
@@ -296,7 +327,7 @@ fn setup(o: &TlsOpts, bin: &Path) -> Res<TlsEnv> {
     let has = |r: TRow| o.rows.contains(&r);
     let c = env.certs.clone();
     let mut listen = vec![];
-    if has(TRow::MeshPlain) {
+    if has(TRow::MeshPlain) || has(TRow::MeshPlain16k) {
         let b = start_ringmesh(
             &mut env,
             bin,
@@ -310,9 +341,11 @@ fn setup(o: &TlsOpts, bin: &Path) -> Res<TlsEnv> {
             &config::mesh_a_yaml(&c, false, p.a_plain(), p.b_plain(), p.admin(0)),
         )?;
         env.pids.insert(TRow::MeshPlain, vec![a, b]);
+        env.pids.insert(TRow::MeshPlain16k, vec![a, b]);
         listen.extend([p.b_plain(), p.a_plain()]);
     }
-    if has(TRow::MeshMtls) || has(TRow::HsRingmesh) {
+    let mtls_hop = has(TRow::MeshMtls) || has(TRow::MeshMtls16k);
+    if mtls_hop || has(TRow::HsRingmesh) {
         let b = start_ringmesh(
             &mut env,
             bin,
@@ -321,7 +354,7 @@ fn setup(o: &TlsOpts, bin: &Path) -> Res<TlsEnv> {
         )?;
         env.pids.insert(TRow::HsRingmesh, vec![b]);
         listen.push(p.b_mtls());
-        if has(TRow::MeshMtls) {
+        if mtls_hop {
             let a = start_ringmesh(
                 &mut env,
                 bin,
@@ -329,6 +362,7 @@ fn setup(o: &TlsOpts, bin: &Path) -> Res<TlsEnv> {
                 &config::mesh_a_yaml(&c, true, p.a_mtls(), p.b_mtls(), p.admin(2)),
             )?;
             env.pids.insert(TRow::MeshMtls, vec![a, b]);
+            env.pids.insert(TRow::MeshMtls16k, vec![a, b]);
             listen.push(p.a_mtls());
         }
     }
@@ -381,10 +415,11 @@ fn check(o: &TlsOpts, env: &TlsEnv) -> Res<()> {
     let p = o.ports;
     let c = &env.certs;
     let has = |r: TRow| o.rows.contains(&r);
-    if has(TRow::MeshPlain) {
+    if has(TRow::MeshPlain) || has(TRow::MeshPlain16k) {
         preflight("ringmesh A (plaintext hop)", p.a_plain(), Expect::Plain)?;
     }
-    if has(TRow::MeshMtls) || has(TRow::HsRingmesh) {
+    let mtls_hop = has(TRow::MeshMtls) || has(TRow::MeshMtls16k);
+    if mtls_hop || has(TRow::HsRingmesh) {
         preflight("ringmesh B (mTLS strict)", p.b_mtls(), Expect::NotPlain)?;
         preflight(
             "ringmesh B (mTLS strict)",
@@ -395,7 +430,7 @@ fn check(o: &TlsOpts, env: &TlsEnv) -> Res<()> {
             },
         )?;
     }
-    if has(TRow::MeshMtls) {
+    if mtls_hop {
         // B refuses plaintext (above), so a 200 through A means A spoke mTLS to B.
         preflight("ringmesh A (mTLS hop)", p.a_mtls(), Expect::Plain)?;
     }
@@ -460,7 +495,7 @@ fn measure(o: &TlsOpts, env: &TlsEnv, row: TRow, secs: u64) -> Res<TSample> {
         }
         _ => {
             let scheme = match row {
-                TRow::MeshPlain | TRow::MeshMtls => "http",
+                TRow::MeshPlain | TRow::MeshMtls | TRow::MeshPlain16k | TRow::MeshMtls16k => "http",
                 _ => "https",
             };
             let mut c = Command::new("taskset");
@@ -472,13 +507,22 @@ fn measure(o: &TlsOpts, env: &TlsEnv, row: TRow, secs: u64) -> Res<TSample> {
             if matches!(row, TRow::CloseRingmesh | TRow::CloseNginx) {
                 c.args(["-H", "Connection: close"]);
             }
-            c.arg(format!("{scheme}://127.0.0.1:{port}/"));
+            c.arg(format!("{scheme}://127.0.0.1:{port}{}", row.path()));
             run_bounded(&mut c, timeout)?
         }
     };
     let wall_s = wall.elapsed().as_secs_f64();
     let t1: Vec<u64> = pids.iter().map(|p| cpu_ticks(&[*p])).collect();
     let r = parse_wrk(&out).ok_or_else(|| format!("{} load output: {out}", row.id()))?;
+    if r.requests > 0 && r.bytes / r.requests < row.min_body() {
+        return Err(format!(
+            "{}: {} bytes per response, expected at least {} (is {} served by the upstream?)",
+            row.id(),
+            r.bytes / r.requests,
+            row.min_body(),
+            row.path()
+        ));
+    }
     let mut s = TSample {
         rps: if r.rps > 0.0 {
             r.rps
@@ -569,7 +613,7 @@ pub fn tls_main(args: &[String]) -> Res<()> {
     let ktls = ktls_line(&env.dir);
     drop(env);
     let mut md = format!(
-        "### tls — mesh hop plaintext vs mTLS, mTLS handshakes, HTTPS edge vs nginx\n\n- date: {stamp}\n- machine: {machine}\n- tools: {versions}\n- command: `{}`\n- method: every proxy 1 worker pinned to CPU 0 (the mesh hop's A and B **share** CPU 0; CPU per request is A+B); upstream nginx (keep-alive from every proxy), wrk and the handshake client pinned to CPU 1; wrk -t1 -c{} keep-alive unless noted; handshake client {} threads, TLS 1.3, X25519, ECDSA P-256 certificates, no resumption, server not verified by the client (checked once before the run); {} repeat(s) of {} s, interleaved; median (min–max); whole run {:.0} s\n",
+        "### tls — mesh hop plaintext vs mTLS, mTLS handshakes, HTTPS edge vs nginx\n\n- date: {stamp}\n- machine: {machine}\n- tools: {versions}\n- command: `{}`\n- method: every proxy 1 worker pinned to CPU 0 (the mesh hop's A and B **share** CPU 0; CPU per request is A+B); upstream nginx (`/`: `return 200` of 12 bytes; `/b16k`: a 16 KiB static file; keep-alive from every proxy), wrk and the handshake client pinned to CPU 1; wrk -t1 -c{} keep-alive unless noted; handshake client {} threads, TLS 1.3, X25519, ECDSA P-256 certificates, no resumption, server not verified by the client (checked once before the run); {} repeat(s) of {} s, interleaved; median (min–max); whole run {:.0} s\n",
         o.cmdline,
         o.connections,
         o.hs_clients,
@@ -646,5 +690,14 @@ mod tests {
             assert_eq!(parse_rows(r.id()).unwrap(), vec![r]);
         }
         assert_eq!(TRow::HsRingmesh.port(Ports { base: 20100 }), 20104);
+        assert_eq!(
+            parse_rows("mesh16k,mesh-plain").unwrap(),
+            vec![TRow::MeshPlain, TRow::MeshPlain16k, TRow::MeshMtls16k]
+        );
+        assert_eq!(TRow::MeshMtls16k.port(Ports { base: 20100 }), 20103);
+        assert_eq!(
+            (TRow::MeshMtls16k.path(), TRow::MeshMtls.path()),
+            ("/b16k", "/")
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The tables of a `tls` run: the mesh hop (plaintext vs mTLS, with the
-//! mTLS ÷ plaintext ratios and the ≤ 1.3× target), handshakes per second per
+//! The tables of a `tls` run: the mesh hop (plaintext vs mTLS, 12-byte and
+//! 16 KiB bodies, with the mTLS ÷ plaintext ratios and the ≤ 1.3× target), handshakes per second per
 //! core, and the HTTPS edge (keep-alive and connection per request) against
 //! nginx. Pure functions of the samples, unit-tested.
 
@@ -32,6 +32,89 @@ fn sm(v: &[TSample], f: impl Fn(&TSample) -> Option<f64>) -> Option<Summary> {
 /// The mesh hop's target: CPU per request with mTLS ≤ 1.3× plaintext.
 pub const MESH_TARGET: f64 = 1.3;
 
+/// One mesh-hop table (plaintext and mTLS rows of one body size) and, when
+/// both ran, the mTLS ÷ plaintext line with the verdict against [`MESH_TARGET`].
+fn mesh_table(
+    rows: &[TRow],
+    samples: &HashMap<TRow, Vec<TSample>>,
+    plain: TRow,
+    mtls: TRow,
+) -> String {
+    let get = |r: TRow| samples.get(&r).cloned().unwrap_or_default();
+    let has = |r: TRow| rows.contains(&r);
+    let header = [
+        "hop A → B",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "CPU µs/req A+B",
+        "A",
+        "B",
+        "CPU % (A+B)",
+    ];
+    let mut t = vec![];
+    for r in [plain, mtls] {
+        if !has(r) {
+            continue;
+        }
+        let v = get(r);
+        t.push(vec![
+            r.name().to_string(),
+            fmt_summary(sm(&v, |s| Some(s.rps))),
+            fmt_summary(sm(&v, |s| Some(s.p50_ms))),
+            fmt_summary(sm(&v, |s| Some(s.p99_ms))),
+            fmt_summary(sm(&v, |s| Some(s.errors))),
+            fmt_summary(sm(&v, |s| s.cpu_us)),
+            fmt_summary(sm(&v, |s| s.cpu_us_parts.first().copied())),
+            fmt_summary(sm(&v, |s| s.cpu_us_parts.get(1).copied())),
+            fmt_summary(sm(&v, |s| s.cpu_pct)),
+        ]);
+    }
+    let mut md = markdown_table(&header, &t);
+    if !(has(plain) && has(mtls)) {
+        md.push('\n');
+        return md;
+    }
+    let (p, m) = (get(plain), get(mtls));
+    let cpu = |v: &[TSample]| sm(v, |s| s.cpu_us);
+    let verdict = match (cpu(&m), cpu(&p)) {
+        (Some(a), Some(b)) if b.median > 0.0 => {
+            if a.median / b.median <= MESH_TARGET {
+                "**met**"
+            } else {
+                "**not met**"
+            }
+        }
+        _ => "—",
+    };
+    // Per round too: the rows of a round ran back to back.
+    let per_round: Vec<String> = m
+        .iter()
+        .zip(&p)
+        .filter_map(|(a, b)| match (a.cpu_us, b.cpu_us) {
+            (Some(x), Some(y)) if y > 0.0 => Some(format!("{:.2}×", x / y)),
+            _ => None,
+        })
+        .collect();
+    md.push_str(&format!(
+        "\nmTLS ÷ plaintext (medians): CPU per request (A+B) **{}** (target ≤ {MESH_TARGET}×: {verdict}); A {}, B {}; req/s {}; p99 {}; per round {}.\n\n",
+        fmt_ratio(cpu(&m), cpu(&p)),
+        fmt_ratio(
+            sm(&m, |s| s.cpu_us_parts.first().copied()),
+            sm(&p, |s| s.cpu_us_parts.first().copied())
+        ),
+        fmt_ratio(
+            sm(&m, |s| s.cpu_us_parts.get(1).copied()),
+            sm(&p, |s| s.cpu_us_parts.get(1).copied())
+        ),
+        fmt_ratio(sm(&m, |s| Some(s.rps)), sm(&p, |s| Some(s.rps))),
+        fmt_ratio(sm(&m, |s| Some(s.p99_ms)), sm(&p, |s| Some(s.p99_ms))),
+        if per_round.is_empty() { "—".to_string() } else { per_round.join(", ") },
+    ));
+    md
+}
+
 /// Every table for the rows that ran, in the order mesh, handshakes, edge,
 /// edge-close.
 pub fn tls_report(rows: &[TRow], samples: &HashMap<TRow, Vec<TSample>>) -> String {
@@ -39,67 +122,21 @@ pub fn tls_report(rows: &[TRow], samples: &HashMap<TRow, Vec<TSample>>) -> Strin
     let has = |r: TRow| rows.contains(&r);
     let mut md = String::new();
 
-    if has(TRow::MeshPlain) || has(TRow::MeshMtls) {
-        md.push_str("#### Mesh hop: wrk → ringmesh A → ringmesh B → nginx, keep-alive\n\n");
-        let header = [
-            "hop A → B",
-            "req/s",
-            "p50 ms",
-            "p99 ms",
-            "errors",
-            "CPU µs/req A+B",
-            "A",
-            "B",
-            "CPU % (A+B)",
-        ];
-        let mut t = vec![];
-        for r in [TRow::MeshPlain, TRow::MeshMtls] {
-            if !has(r) {
-                continue;
-            }
-            let v = get(r);
-            t.push(vec![
-                r.name().to_string(),
-                fmt_summary(sm(&v, |s| Some(s.rps))),
-                fmt_summary(sm(&v, |s| Some(s.p50_ms))),
-                fmt_summary(sm(&v, |s| Some(s.p99_ms))),
-                fmt_summary(sm(&v, |s| Some(s.errors))),
-                fmt_summary(sm(&v, |s| s.cpu_us)),
-                fmt_summary(sm(&v, |s| s.cpu_us_parts.first().copied())),
-                fmt_summary(sm(&v, |s| s.cpu_us_parts.get(1).copied())),
-                fmt_summary(sm(&v, |s| s.cpu_pct)),
-            ]);
-        }
-        md.push_str(&markdown_table(&header, &t));
-        if has(TRow::MeshPlain) && has(TRow::MeshMtls) {
-            let (p, m) = (get(TRow::MeshPlain), get(TRow::MeshMtls));
-            let cpu = |v: &[TSample]| sm(v, |s| s.cpu_us);
-            let verdict = match (cpu(&m), cpu(&p)) {
-                (Some(a), Some(b)) if b.median > 0.0 => {
-                    if a.median / b.median <= MESH_TARGET {
-                        "**met**"
-                    } else {
-                        "**not met**"
-                    }
-                }
-                _ => "—",
-            };
-            md.push_str(&format!(
-                "\nmTLS ÷ plaintext (medians): CPU per request (A+B) **{}** (target ≤ {MESH_TARGET}×: {verdict}); A {}, B {}; req/s {}; p99 {}.\n\n",
-                fmt_ratio(cpu(&m), cpu(&p)),
-                fmt_ratio(
-                    sm(&m, |s| s.cpu_us_parts.first().copied()),
-                    sm(&p, |s| s.cpu_us_parts.first().copied())
-                ),
-                fmt_ratio(
-                    sm(&m, |s| s.cpu_us_parts.get(1).copied()),
-                    sm(&p, |s| s.cpu_us_parts.get(1).copied())
-                ),
-                fmt_ratio(sm(&m, |s| Some(s.rps)), sm(&p, |s| Some(s.rps))),
-                fmt_ratio(sm(&m, |s| Some(s.p99_ms)), sm(&p, |s| Some(s.p99_ms))),
-            ));
-        } else {
-            md.push('\n');
+    for (title, plain, mtls) in [
+        (
+            "Mesh hop: wrk → ringmesh A → ringmesh B → nginx, keep-alive",
+            TRow::MeshPlain,
+            TRow::MeshMtls,
+        ),
+        (
+            "Mesh hop, 16 KiB response body: wrk → ringmesh A → ringmesh B → nginx, keep-alive",
+            TRow::MeshPlain16k,
+            TRow::MeshMtls16k,
+        ),
+    ] {
+        if has(plain) || has(mtls) {
+            md.push_str(&format!("#### {title}\n\n"));
+            md.push_str(&mesh_table(rows, samples, plain, mtls));
         }
     }
 
@@ -245,7 +282,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("CPU per request (A+B) **1.27×** (target ≤ 1.3×: **met**); A 1.29×, B 1.25×; req/s 0.82×; p99 1.00×."),
+            md.contains("CPU per request (A+B) **1.27×** (target ≤ 1.3×: **met**); A 1.29×, B 1.25×; req/s 0.82×; p99 1.00×; per round 1.20×."),
             "{md}"
         );
         assert!(
@@ -261,6 +298,25 @@ mod tests {
         assert!(md.contains("#### HTTPS edge, keep-alive"), "{md}");
         assert!(!md.contains("connection per request"), "{md}");
         assert!(!md.contains("ringmesh ÷ nginx (medians): req/s"), "{md}");
+        assert!(!md.contains("16 KiB"), "{md}");
+        m.insert(TRow::MeshPlain16k, vec![s(10000.0, 50.0, &[24.0, 26.0])]);
+        m.insert(TRow::MeshMtls16k, vec![s(9000.0, 70.0, &[34.0, 36.0])]);
+        let both = [
+            TRow::MeshPlain,
+            TRow::MeshMtls,
+            TRow::MeshPlain16k,
+            TRow::MeshMtls16k,
+        ];
+        let md = tls_report(&both, &m);
+        let big = &md[md.find("#### Mesh hop, 16 KiB response body").expect(&md)..];
+        assert!(
+            big.contains("CPU per request (A+B) **1.40×** (target ≤ 1.3×: **not met**); A 1.42×, B 1.38×; req/s 0.90×; p99 1.00×; per round 1.40×."),
+            "{md}"
+        );
+        assert!(
+            md.find("**met**").unwrap() < md.find("16 KiB").unwrap(),
+            "{md}"
+        );
         m.insert(TRow::MeshMtls, vec![s(20000.0, 45.0, &[20.0, 25.0])]);
         assert!(tls_report(&rows, &m).contains("**1.50×** (target ≤ 1.3×: **not met**)"));
     }
