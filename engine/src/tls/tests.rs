@@ -145,3 +145,17 @@ fn hand_off_after_a_record_bounded_handshake_keeps_the_session() {
         })
     });
 }
+
+#[test]
+fn aes_128_gcm_is_offered_first() {
+    let p = super::provider::provider();
+    assert_eq!(
+        p.cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    // Nothing dropped: every ring suite is still there.
+    assert_eq!(
+        p.cipher_suites.len(),
+        rustls::crypto::ring::default_provider().cipher_suites.len()
+    );
+}
