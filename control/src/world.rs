@@ -223,6 +223,8 @@ impl World {
                 "spiffe://{}/ns/{}/sa/{}",
                 self.mesh.trust_domain, svc.key.namespace, svc.key.name
             ),
+            // Set from the port's protocol by the control-plane HTTP/2 work.
+            protocol: 0,
         };
         Some(Hashed::new(v1::Resource {
             name,

@@ -41,6 +41,76 @@ pub struct Limits {
     pub downstream_idle_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub drain_timeout: Duration,
+    pub http2: Http2Limits,
+}
+
+/// `limits.http2`, checked.
+#[derive(Debug, Clone)]
+pub struct Http2Limits {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window: u32,
+    pub initial_connection_window: u32,
+    pub max_frame_size: u32,
+    pub max_header_list_size: u32,
+    pub max_rapid_resets: u32,
+    pub rapid_reset_window: Duration,
+    pub max_control_frames_per_second: u32,
+}
+
+fn http2_limits(h: &model::Http2Limits) -> CResult<Http2Limits> {
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    if h.max_concurrent_streams == 0 || h.max_concurrent_streams > 10_000 {
+        return err(
+            "limits.http2.max_concurrent_streams",
+            "must be between 1 and 10000",
+        );
+    }
+    if !(65_535..=MAX_WINDOW).contains(&h.initial_stream_window) {
+        return err(
+            "limits.http2.initial_stream_window",
+            "must be between 65535 and 2147483647",
+        );
+    }
+    if !(65_535..=MAX_WINDOW).contains(&h.initial_connection_window) {
+        return err(
+            "limits.http2.initial_connection_window",
+            "must be between 65535 and 2147483647",
+        );
+    }
+    if !(16_384..=16_777_215).contains(&h.max_frame_size) {
+        return err(
+            "limits.http2.max_frame_size",
+            "must be between 16384 and 16777215 (RFC 9113 6.5.2)",
+        );
+    }
+    if !(1024..=1 << 20).contains(&h.max_header_list_size) {
+        return err(
+            "limits.http2.max_header_list_size",
+            "must be between 1024 and 1048576",
+        );
+    }
+    if h.max_rapid_resets == 0 {
+        return err("limits.http2.max_rapid_resets", "must be more than 0");
+    }
+    if h.rapid_reset_window.0.is_zero() {
+        return err("limits.http2.rapid_reset_window", "must be more than 0");
+    }
+    if h.max_control_frames_per_second == 0 {
+        return err(
+            "limits.http2.max_control_frames_per_second",
+            "must be more than 0",
+        );
+    }
+    Ok(Http2Limits {
+        max_concurrent_streams: h.max_concurrent_streams,
+        initial_stream_window: h.initial_stream_window,
+        initial_connection_window: h.initial_connection_window,
+        max_frame_size: h.max_frame_size,
+        max_header_list_size: h.max_header_list_size,
+        max_rapid_resets: h.max_rapid_resets,
+        rapid_reset_window: h.rapid_reset_window.0,
+        max_control_frames_per_second: h.max_control_frames_per_second,
+    })
 }
 
 #[derive(Debug)]
@@ -74,6 +144,7 @@ pub struct Cluster {
     /// mTLS to the endpoints (ringmesh proxies), with the identity they must
     /// present.
     pub tls: Option<crate::tls::UpstreamTls>,
+    pub protocol: model::UpstreamProtocol,
 }
 
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -139,6 +210,7 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
         downstream_idle_timeout: l.downstream_idle_timeout.0,
         upstream_response_timeout: l.upstream_response_timeout.0,
         drain_timeout: l.drain_timeout.0,
+        http2: http2_limits(&l.http2)?,
     };
 
     let identity = match &file.identity {
@@ -185,6 +257,7 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
             max_idle_per_endpoint: c.max_idle_per_endpoint,
             idle_timeout: c.idle_timeout.0,
             tls,
+            protocol: c.protocol,
         }));
     }
 

@@ -89,6 +89,7 @@ pub struct Limits {
     pub downstream_idle_timeout: Dur,
     pub upstream_response_timeout: Dur,
     pub drain_timeout: Dur,
+    pub http2: Http2Limits,
 }
 
 impl Default for Limits {
@@ -100,6 +101,51 @@ impl Default for Limits {
             downstream_idle_timeout: Dur::secs(60),
             upstream_response_timeout: Dur::secs(15),
             drain_timeout: Dur::secs(15),
+            http2: Http2Limits::default(),
+        }
+    }
+}
+
+/// HTTP/2 limits, for downstream connections (what we advertise and accept)
+/// and, for the windows and frame size, upstream connections too. The
+/// defaults are the ones Envoy recommends at the edge.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Limits {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: how much of one stream's body a peer
+    /// may send before we have forwarded it.
+    pub initial_stream_window: u32,
+    /// The connection-level window: all streams of one connection together.
+    pub initial_connection_window: u32,
+    /// SETTINGS_MAX_FRAME_SIZE (16384..=16777215).
+    pub max_frame_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: decoded header bytes of one request
+    /// (HEADERS plus CONTINUATION); more is refused (431 / stream reset).
+    pub max_header_list_size: u32,
+    /// Rapid reset (CVE-2023-44487): streams the client resets within one
+    /// second of opening them, per `reset_window`, before the connection is
+    /// closed with GOAWAY(ENHANCE_YOUR_CALM).
+    pub max_rapid_resets: u32,
+    pub rapid_reset_window: Dur,
+    /// SETTINGS, PING, PRIORITY and empty DATA/HEADERS/CONTINUATION frames a
+    /// client may send per second before the connection is closed with
+    /// GOAWAY(ENHANCE_YOUR_CALM).
+    pub max_control_frames_per_second: u32,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Http2Limits {
+            max_concurrent_streams: 100,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 64 * 1024,
+            max_rapid_resets: 200,
+            rapid_reset_window: Dur::secs(10),
+            max_control_frames_per_second: 1000,
         }
     }
 }
@@ -365,6 +411,23 @@ pub struct Cluster {
     /// this identity.
     #[serde(default)]
     pub mtls: Option<ClusterMtls>,
+    /// What to speak to the endpoints. Endpoints that are ringmesh proxies
+    /// reached over mTLS are always spoken to in HTTP/2 (the mesh hop).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version spoken to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+    /// Over TLS: whatever ALPN settles. In plaintext: the protocol the
+    /// downstream client spoke (after a mesh hop: the one the original
+    /// client spoke, carried in `ringmesh-orig-proto`).
+    Auto,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

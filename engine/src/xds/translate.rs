@@ -121,6 +121,12 @@ fn cluster(c: &pb::Cluster, eps: Option<&pb::ClusterEndpoints>) -> Result<model:
         idle_timeout: opt_duration("idle_timeout", c.idle_timeout.as_ref())?
             .unwrap_or_else(model::Cluster::default_idle_timeout),
         mtls: cluster_mtls(c, eps)?,
+        protocol: match pb::UpstreamProtocol::try_from(c.protocol) {
+            Ok(pb::UpstreamProtocol::Http1) => model::UpstreamProtocol::Http1,
+            Ok(pb::UpstreamProtocol::Http2) => model::UpstreamProtocol::Http2,
+            Ok(pb::UpstreamProtocol::Auto) => model::UpstreamProtocol::Auto,
+            Err(_) => return Err(format!("protocol: unknown value {}", c.protocol)),
+        },
     })
 }
 
@@ -323,8 +329,9 @@ fn protocol(p: i32) -> Result<model::Protocol, String> {
         // proto3's zero value: an HTTP listener, as in the YAML config.
         Ok(pb::Protocol::Unspecified | pb::Protocol::Http) => Ok(model::Protocol::Http),
         Ok(pb::Protocol::Tcp) => Ok(model::Protocol::Tcp),
-        Ok(pb::Protocol::Http2) => Err("protocol HTTP2 is not supported yet".into()),
-        Ok(pb::Protocol::Grpc) => Err("protocol GRPC is not supported yet".into()),
+        // An HTTP listener serves HTTP/1.1 and HTTP/2 (ALPN or the h2c
+        // preface) alike; gRPC is HTTP/2.
+        Ok(pb::Protocol::Http2 | pb::Protocol::Grpc) => Ok(model::Protocol::Http),
         Err(_) => Err(format!("protocol: unknown value {p}")),
     }
 }
