@@ -194,6 +194,7 @@ fn cluster_fields() {
                             max_idle_per_endpoint: 7,
                             idle_timeout: dur(90, 0),
                             expected_identity: "spiffe://cluster.local/ns/default/sa/rr".into(),
+                            protocol: pb::UpstreamProtocol::Http2 as i32,
                         }),
                     ),
                     (
@@ -938,6 +939,7 @@ fn the_bootstrap_is_merged_and_clashes_are_refused() {
         max_idle_per_endpoint: 1,
         idle_timeout: model::Cluster::default_idle_timeout(),
         mtls: None,
+        protocol: model::UpstreamProtocol::Http1,
     });
     b.listeners.push(model::Listener {
         name: "static".into(),
