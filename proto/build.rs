@@ -17,5 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    // The test service (ringmesh-testgrpc, tests, benchmarks).
+    let testing = "ringmesh/testing/v1/echo.proto";
+    println!("cargo:rerun-if-changed={testing}");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(protox::compile([testing], ["."])?)?;
     Ok(())
 }

@@ -7,6 +7,12 @@ pub mod v1 {
     tonic::include_proto!("ringmesh.v1");
 }
 
+/// `ringmesh.testing.v1`: the Echo service used by tests and benchmarks.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod testing {
+    tonic::include_proto!("ringmesh.testing.v1");
+}
+
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ringmesh_v1_descriptor.bin"));
