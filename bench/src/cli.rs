@@ -83,6 +83,7 @@ impl Scenario {
 pub const USAGE: &str = "usage: ringmesh-bench [SCENARIO] [flags]
        ringmesh-bench control [flags]   (the control plane; `control --help`)
        ringmesh-bench tls [flags]       (mTLS mesh hop, handshakes, HTTPS edge; `tls --help`)
+       ringmesh-bench grpc [flags]      (gRPC unary and HTTP/1.1 vs h2c vs nginx; `grpc --help`)
 scenarios: http1 (default) | body16k | body1m | conns1000 | close | tcp | rate | memory | callgrind | all
 flags:
   --repeats N        interleaved rounds (default 3)

@@ -12,12 +12,15 @@
 //! - [`control_plane`]: the `control` subcommand (simulated proxies against
 //!   `ringmesh-control`);
 //! - [`tls`]: the `tls` subcommand (mesh hop plaintext vs mTLS, mTLS
-//!   handshakes per core, HTTPS edge against nginx).
+//!   handshakes per core, HTTPS edge against nginx);
+//! - [`grpc`]: the `grpc` subcommand (gRPC unary through ringmesh, nginx
+//!   `grpc_pass` and HAProxy to a tonic server; HTTP/1.1 vs h2c; h2load).
 
 pub mod callgrind;
 pub mod chart;
 pub mod cli;
 pub mod control_plane;
+pub mod grpc;
 pub mod load;
 pub mod memory;
 pub mod parse;

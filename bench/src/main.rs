@@ -8,7 +8,8 @@
 //! by completed requests. Rounds are interleaved so drift hits every row alike.
 //! This file is the CLI only; the work is in the library's modules.
 //! `ringmesh-bench control` is the control-plane bench (`control_plane`),
-//! `ringmesh-bench tls` the identity/mTLS bench (`tls`).
+//! `ringmesh-bench tls` the identity/mTLS bench (`tls`), `ringmesh-bench grpc`
+//! the HTTP/2 and gRPC bench (`grpc`).
 
 use ringmesh_bench::callgrind::callgrind_scenario;
 use ringmesh_bench::chart::chart;
@@ -45,6 +46,7 @@ fn main() {
         ),
         Some("control") => ringmesh_bench::control_plane::control_main(&args[1..]),
         Some("tls") => ringmesh_bench::tls::tls_main(&args[1..]),
+        Some("grpc") => ringmesh_bench::grpc::grpc_main(&args[1..]),
         _ => run(&args),
     };
     // Interrupted: the handler thread is stopping our children and exits

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn have(cmd: &str) -> bool {
+/// True when `cmd` is on the PATH.
+pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {cmd}"))
@@ -48,12 +49,19 @@ pub fn install_missing(o: &Opts) -> Res<()> {
     if !Path::new(FONT).exists() {
         need.push("fonts-dejavu-core");
     }
+    install_packages(&need, o.install)
+}
+
+/// `apt-get install`s the Debian packages `need` (nothing when empty); with
+/// `install` false, an error naming them and the command that installs them.
+pub fn install_packages(need: &[&str], install: bool) -> Res<()> {
     if need.is_empty() {
         return Ok(());
     }
-    if !o.install {
+    if !install {
         return Err(format!(
-            "missing: {} (rerun without --no-install)",
+            "missing Debian package(s): {} (install them with `apt-get update && apt-get install -y {}`, or rerun without --no-install)",
+            need.join(" "),
             need.join(" ")
         ));
     }
@@ -87,7 +95,7 @@ pub fn control_binary(given: Option<&Path>) -> Res<PathBuf> {
     }
 }
 
-fn given_binary(flag: &str, p: &Path) -> Res<PathBuf> {
+pub fn given_binary(flag: &str, p: &Path) -> Res<PathBuf> {
     if !p.exists() {
         return Err(format!("{flag} {}: no such file", p.display()));
     }
@@ -95,7 +103,7 @@ fn given_binary(flag: &str, p: &Path) -> Res<PathBuf> {
 }
 
 /// Builds package `pkg` in release mode and returns the path of its `bin`.
-fn release_binary(pkg: &str, bin: &str) -> Res<PathBuf> {
+pub fn release_binary(pkg: &str, bin: &str) -> Res<PathBuf> {
     let root = workspace_root();
     eprintln!("[bench] cargo build --release -p {pkg}");
     let st = Command::new("cargo")
