@@ -7,7 +7,7 @@
 use crate::proxies::nginx_affinity;
 use std::path::Path;
 
-/// The ports of one run: `base` .. `base + 12`.
+/// The ports of one run: `base` .. `base + 10`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ports {
     pub base: u16,
@@ -42,6 +42,14 @@ impl Ports {
     pub fn nginx_h2c(self) -> u16 {
         self.base + 7
     }
+    /// The upstream nginx again, h2c (`listen … http2`).
+    pub fn http_up_h2(self) -> u16 {
+        self.base + 8
+    }
+    /// ringmesh's HTTP listener whose cluster speaks h2c to [`Self::http_up_h2`].
+    pub fn rm_http_h2(self) -> u16 {
+        self.base + 9
+    }
     pub fn admin(self) -> u16 {
         self.base + 10
     }
@@ -56,6 +64,8 @@ impl Ports {
             self.rm_http(),
             self.nginx_h1(),
             self.nginx_h2c(),
+            self.http_up_h2(),
+            self.rm_http_h2(),
             self.admin(),
         ]
     }
@@ -85,15 +95,26 @@ listeners:
         routes:
           - match: {{ path: {{ prefix: / }} }}
             route: {{ cluster: web }}
+  - name: web2
+    address: 127.0.0.1:{rm_http_h2}
+    virtual_hosts:
+      - name: w2
+        domains: [\"*\"]
+        routes:
+          - match: {{ path: {{ prefix: / }} }}
+            route: {{ cluster: web2 }}
 clusters:
   - {{ name: grpc, protocol: http2, endpoints: [\"127.0.0.1:{grpc_up}\"] }}
   - {{ name: web, endpoints: [\"127.0.0.1:{http_up}\"] }}
+  - {{ name: web2, protocol: http2, endpoints: [\"127.0.0.1:{http_up_h2}\"] }}
 ",
         admin = p.admin(),
         rm_grpc = p.rm_grpc(),
         rm_http = p.rm_http(),
         grpc_up = p.grpc_up(),
         http_up = p.http_up(),
+        rm_http_h2 = p.rm_http_h2(),
+        http_up_h2 = p.http_up_h2(),
     )
 }
 
@@ -159,7 +180,8 @@ backend g
     )
 }
 
-/// The upstream nginx of the plain-HTTP rows: 1 worker on CPU 1, a 12-byte body.
+/// The upstream nginx of the plain-HTTP rows: 1 worker on CPU 1, a 12-byte
+/// body, over HTTP/1.1 and (another port) h2c.
 pub fn upstream_conf(dir: &Path, p: Ports) -> String {
     let d = dir.display();
     format!(
@@ -167,9 +189,11 @@ pub fn upstream_conf(dir: &Path, p: Ports) -> String {
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  server {{ listen 127.0.0.1:{} reuseport backlog=4096; location / {{ return 200 \"hello world\\n\"; }} }} }}
+  server {{ listen 127.0.0.1:{} reuseport backlog=4096; location / {{ return 200 \"hello world\\n\"; }} }}
+  server {{ listen 127.0.0.1:{} http2 reuseport backlog=4096; location / {{ return 200 \"hello world\\n\"; }} }} }}
 ",
-        p.http_up()
+        p.http_up(),
+        p.http_up_h2()
     )
 }
 
@@ -187,7 +211,7 @@ mod tests {
         let mut all = P.all();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 11);
     }
 
     #[test]
@@ -208,6 +232,7 @@ mod tests {
         let u = upstream_conf(Path::new("/t"), P);
         assert!(u.starts_with("worker_processes 1; worker_cpu_affinity 10;"));
         assert!(u.contains("listen 127.0.0.1:20204 reuseport"));
+        assert!(u.contains("listen 127.0.0.1:20208 http2 reuseport"));
     }
 
     #[test]
@@ -224,6 +249,7 @@ mod tests {
         assert!(y.contains("{ name: grpc, protocol: http2, endpoints: [\"127.0.0.1:20200\"] }"));
         assert!(y.contains("address: 127.0.0.1:20201"));
         assert!(y.contains("address: 127.0.0.1:20205"));
+        assert!(y.contains("{ name: web2, protocol: http2, endpoints: [\"127.0.0.1:20208\"] }"));
     }
 
     /// The engine's own loader accepts what we hand the proxy.

@@ -13,7 +13,9 @@
 //!    request in flight each) and h2c (C connections, M streams each) → the
 //!    proxy → nginx `return 200` (12 bytes) over HTTP/1.1 keep-alive, through
 //!    ringmesh (one listener serves both) and nginx (`listen` and
-//!    `listen … http2`).
+//!    `listen … http2`). ringmesh also with an h2c upstream (nginx `listen …
+//!    http2`), HTTP/1.1 and h2c downstream: the cost of its HTTP/1 ↔ HTTP/2
+//!    bridge.
 //!
 //! Pinning as in the rest of the harness: every proxy 1 worker on CPU 0; the
 //! upstream (tonic or nginx) and h2load on CPU 1. CPU per request = the
@@ -55,9 +57,13 @@ pub enum GRow {
     H2cRingmesh,
     H1Nginx,
     H2cNginx,
+    /// ringmesh's bridge: HTTP/1.1 downstream, HTTP/2 (h2c) upstream.
+    H1H2Ringmesh,
+    /// h2c downstream and upstream.
+    H2cH2Ringmesh,
 }
 
-pub const ALL_GROWS: [GRow; 8] = [
+pub const ALL_GROWS: [GRow; 10] = [
     GRow::GrpcDirect,
     GRow::GrpcRingmesh,
     GRow::GrpcNginx,
@@ -66,6 +72,8 @@ pub const ALL_GROWS: [GRow; 8] = [
     GRow::H2cRingmesh,
     GRow::H1Nginx,
     GRow::H2cNginx,
+    GRow::H1H2Ringmesh,
+    GRow::H2cH2Ringmesh,
 ];
 
 impl GRow {
@@ -79,6 +87,8 @@ impl GRow {
             GRow::H2cRingmesh => "ringmesh, h2c",
             GRow::H1Nginx => "nginx, HTTP/1.1",
             GRow::H2cNginx => "nginx, h2c (listen http2)",
+            GRow::H1H2Ringmesh => "ringmesh, HTTP/1.1 → h2c upstream",
+            GRow::H2cH2Ringmesh => "ringmesh, h2c → h2c upstream",
         }
     }
     /// The row's word on the command line (log lines too).
@@ -92,6 +102,8 @@ impl GRow {
             GRow::H2cRingmesh => "h2c-ringmesh",
             GRow::H1Nginx => "h1-nginx",
             GRow::H2cNginx => "h2c-nginx",
+            GRow::H1H2Ringmesh => "h1-h2-ringmesh",
+            GRow::H2cH2Ringmesh => "h2c-h2-ringmesh",
         }
     }
     pub fn port(self, p: Ports) -> u16 {
@@ -103,12 +115,13 @@ impl GRow {
             GRow::H1Ringmesh | GRow::H2cRingmesh => p.rm_http(),
             GRow::H1Nginx => p.nginx_h1(),
             GRow::H2cNginx => p.nginx_h2c(),
+            GRow::H1H2Ringmesh | GRow::H2cH2Ringmesh => p.rm_http_h2(),
         }
     }
     pub fn load(self) -> Load {
         match self {
-            GRow::H1Ringmesh | GRow::H1Nginx => Load::H1,
-            GRow::H2cRingmesh | GRow::H2cNginx => Load::H2c,
+            GRow::H1Ringmesh | GRow::H1Nginx | GRow::H1H2Ringmesh => Load::H1,
+            GRow::H2cRingmesh | GRow::H2cNginx | GRow::H2cH2Ringmesh => Load::H2c,
             _ => Load::Grpc,
         }
     }
@@ -118,7 +131,11 @@ impl GRow {
     fn is_ringmesh(self) -> bool {
         matches!(
             self,
-            GRow::GrpcRingmesh | GRow::H1Ringmesh | GRow::H2cRingmesh
+            GRow::GrpcRingmesh
+                | GRow::H1Ringmesh
+                | GRow::H2cRingmesh
+                | GRow::H1H2Ringmesh
+                | GRow::H2cH2Ringmesh
         )
     }
     fn is_nginx(self) -> bool {
@@ -133,7 +150,8 @@ impl GRow {
     }
 }
 
-/// A word of `--rows`: a group (`grpc`, `http`, `ringmesh`, `nginx`) or one row id.
+/// A word of `--rows`: a group (`grpc`, `http`, `bridge`, `ringmesh`,
+/// `nginx`) or one row id.
 pub fn parse_rows(s: &str) -> Res<Vec<GRow>> {
     let mut v = vec![];
     for w in s.split(',') {
@@ -146,6 +164,12 @@ pub fn parse_rows(s: &str) -> Res<Vec<GRow>> {
                 .filter(|r| r.is_ringmesh())
                 .collect(),
             "nginx" => ALL_GROWS.iter().copied().filter(|r| r.is_nginx()).collect(),
+            "bridge" => vec![
+                GRow::H1Ringmesh,
+                GRow::H2cRingmesh,
+                GRow::H1H2Ringmesh,
+                GRow::H2cH2Ringmesh,
+            ],
             _ => match ALL_GROWS.iter().find(|r| r.id() == w) {
                 Some(r) => vec![*r],
                 None => return Err(format!("--rows: unknown {w:?}\n{GRPC_USAGE}")),
@@ -171,9 +195,10 @@ flags:
   --connections C      h2load connections (default 8; HTTP/1.1 rows: C×M)
   --streams M          requests in flight per connection (default 16)
   --payload B          EchoRequest payload bytes (default 12)
-  --rows a,b,..        groups grpc,http,ringmesh,nginx or rows grpc-direct,
-                       grpc-ringmesh,grpc-nginx,grpc-haproxy,h1-ringmesh,
-                       h2c-ringmesh,h1-nginx,h2c-nginx (default: all)
+  --rows a,b,..        groups grpc,http,bridge,ringmesh,nginx or rows
+                       grpc-direct,grpc-ringmesh,grpc-nginx,grpc-haproxy,
+                       h1-ringmesh,h2c-ringmesh,h1-nginx,h2c-nginx,
+                       h1-h2-ringmesh,h2c-h2-ringmesh (default: all)
   --keep-going         leave out (and report) rows whose check fails instead
                        of stopping (e.g. ringmesh before its HTTP/2 support)
   --io-driver D        ringmesh's --io-driver, uring or epoll (default uring)
@@ -404,6 +429,7 @@ fn setup(o: &GrpcOpts, bin: &Path, testgrpc: &Path, under_valgrind: bool) -> Res
             env.up_pids.insert(*r, w.clone());
         }
         wait_port(p.http_up(), Duration::from_secs(10))?;
+        wait_port(p.http_up_h2(), Duration::from_secs(10))?;
     }
 
     // Proxies, 1 worker each on CPU 0.
@@ -508,10 +534,18 @@ fn h2load_check(o: &GrpcOpts, env: &GEnv, row: GRow, n: u64) -> Res<()> {
     Ok(())
 }
 
-/// The last lines of a tool's output, for error messages.
+/// What to quote of h2load's output in an error: its counts if it printed
+/// them, else its last lines.
 fn tail(out: &str) -> String {
+    let counts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("requests: ") || l.starts_with("status codes: "))
+        .collect();
+    if !counts.is_empty() {
+        return counts.join("; ");
+    }
     let lines: Vec<&str> = out.lines().collect();
-    lines[lines.len().saturating_sub(6)..].join(" | ")
+    lines[lines.len().saturating_sub(4)..].join(" | ")
 }
 
 /// Each row answers as its name claims: for gRPC, one tonic call (grpc-status
@@ -932,8 +966,15 @@ mod tests {
         }
         assert_eq!(
             parse_rows("ringmesh").unwrap(),
-            vec![GRow::GrpcRingmesh, GRow::H1Ringmesh, GRow::H2cRingmesh]
+            vec![
+                GRow::GrpcRingmesh,
+                GRow::H1Ringmesh,
+                GRow::H2cRingmesh,
+                GRow::H1H2Ringmesh,
+                GRow::H2cH2Ringmesh
+            ]
         );
+        assert_eq!(parse_rows("bridge").unwrap().len(), 4);
     }
 
     #[test]

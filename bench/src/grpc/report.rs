@@ -127,7 +127,7 @@ pub fn grpc_report(rows: &[GRow], samples: &HashMap<GRow, Vec<GSample>>) -> Stri
     let http: Vec<GRow> = rows.iter().copied().filter(|r| !r.is_grpc()).collect();
     if !http.is_empty() {
         md.push_str(
-            "#### Plain HTTP, HTTP/1.1 vs h2c: h2load → proxy → nginx (HTTP/1.1 keep-alive)\n\n",
+            "#### Plain HTTP, HTTP/1.1 vs h2c: h2load → proxy → nginx `return 200` (upstream HTTP/1.1 keep-alive unless the row says h2c upstream)\n\n",
         );
         let t: Vec<Vec<String>> = http.iter().map(|&r| row_cells(r, &get(r))).collect();
         md.push_str(&markdown_table(&HEADER, &t));
@@ -142,6 +142,21 @@ pub fn grpc_report(rows: &[GRow], samples: &HashMap<GRow, Vec<GSample>>) -> Stri
             ("nginx h2c ÷ HTTP/1.1", GRow::H2cNginx, GRow::H1Nginx),
             ("HTTP/1.1 ringmesh ÷ nginx", GRow::H1Ringmesh, GRow::H1Nginx),
             ("h2c ringmesh ÷ nginx", GRow::H2cRingmesh, GRow::H2cNginx),
+            (
+                "ringmesh bridge HTTP/1.1 → h2c upstream ÷ HTTP/1.1 → HTTP/1.1",
+                GRow::H1H2Ringmesh,
+                GRow::H1Ringmesh,
+            ),
+            (
+                "ringmesh bridge h2c → HTTP/1.1 upstream ÷ h2c → h2c",
+                GRow::H2cRingmesh,
+                GRow::H2cH2Ringmesh,
+            ),
+            (
+                "ringmesh h2c → h2c ÷ HTTP/1.1 → HTTP/1.1",
+                GRow::H2cH2Ringmesh,
+                GRow::H1Ringmesh,
+            ),
         ];
         for (label, a, b) in pairs {
             if has(a) && has(b) {
@@ -202,7 +217,7 @@ mod tests {
         m.insert(GRow::H2cNginx, vec![s(30000.0, 10.0)]);
         let md = grpc_report(&rows, &m);
         assert!(md.contains("| direct (no proxy) | 50000 | — | — | 0 | — | — | — |"));
-        assert!(md.contains("CPU per request **0.62×** (target ≤ 0.7×: **met**; 12.50 vs 20.00 µs); req/s 1.32×; per round 0.60×, 0.65×."));
+        assert!(md.contains("CPU per request **0.62×** (target ≤ 0.7×: **met**; 12.50 vs 20 µs); req/s 1.33×; per round 0.60×, 0.65×."));
         assert!(!md.contains("HAProxy ÷"));
         assert!(md.contains("nginx h2c ÷ HTTP/1.1 (medians): CPU per request 0.50×; req/s 1.00×."));
         assert!(!md.contains("ringmesh h2c ÷"));
