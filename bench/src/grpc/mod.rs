@@ -28,6 +28,7 @@
 
 pub mod client;
 pub mod config;
+pub mod profile;
 pub mod report;
 
 use crate::cli::workspace_root;
@@ -677,27 +678,85 @@ fn callgrind_zero(pid: u32) -> Res<()> {
     .map(|_| ())
 }
 
-/// The first `n` function lines of `callgrind_annotate` (exclusive or inclusive).
-fn annotate_top(dump: &Path, inclusive: bool, n: usize) -> Res<(String, String)> {
-    let out = run_bounded(
+/// `callgrind_annotate --auto=no` of `dump` with `extra` flags (whole output).
+fn annotate(dump: &Path, extra: &[&str]) -> Res<String> {
+    run_bounded(
         Command::new("callgrind_annotate")
-            .arg(format!(
-                "--inclusive={}",
-                if inclusive { "yes" } else { "no" }
-            ))
-            .arg("--threshold=100")
+            .args(["--auto=no", "--threshold=100"])
+            .args(extra)
             .arg(dump),
         Duration::from_secs(300),
-    )?;
-    let lines: Vec<&str> = out
-        .lines()
-        .skip_while(|l| !l.contains("file:function"))
-        .skip(2)
-        .take_while(|l| !l.trim().is_empty())
-        .take(n)
-        .map(|l| l.trim_end())
+    )
+}
+
+/// The Markdown of one profile: cost per request by component, the top
+/// functions by self and inclusive cost, and the callers of memcpy.
+fn profile_md(dump: &Path, requests: u64, out_prefix: &Path) -> Res<String> {
+    use profile::{by_component, memcpy_callers, parse_flat, short};
+    let excl = annotate(dump, &["--inclusive=no"])?;
+    let incl = annotate(dump, &["--inclusive=yes"])?;
+    let tree = annotate(dump, &["--inclusive=no", "--tree=caller"])?;
+    for (kind, text) in [
+        ("exclusive", &excl),
+        ("inclusive", &incl),
+        ("callers", &tree),
+    ] {
+        let f = PathBuf::from(format!("{}-{kind}.txt", out_prefix.display()));
+        write_file(&f, text)?;
+        eprintln!("[bench] wrote {}", f.display());
+    }
+    let per = |ir: u64| ir as f64 / requests as f64;
+    let (total, fns) = parse_flat(&excl);
+    let mut md = String::new();
+    let rows: Vec<Vec<String>> = by_component(&fns)
+        .into_iter()
+        .take(16)
+        .map(|(c, ir)| {
+            vec![
+                c,
+                format!("{:.0}", per(ir)),
+                format!("{:.1}%", ir as f64 * 100.0 / total.max(1) as f64),
+            ]
+        })
         .collect();
-    Ok((lines.join("\n"), out))
+    md.push_str(
+        "Self cost by component (source file of the inlined code):
+
+",
+    );
+    md.push_str(&crate::report::markdown_table(
+        &["component", "Ir/request", "share"],
+        &rows,
+    ));
+    let top = |fns: &[profile::FnCost], n: usize| -> String {
+        fns.iter()
+            .take(n)
+            .map(|f| format!("{:>8.0}  {}", per(f.ir), short(&f.name)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    md.push_str(&format!(
+        "\nTop 25 functions by self cost (Ir per request, `file:function`; the file is where inlined code was written):\n\n```\n{}\n```\n",
+        top(&fns, 25)
+    ));
+    let callers = memcpy_callers(&tree);
+    if !callers.is_empty() {
+        md.push_str(&format!(
+            "\nCallers of memcpy/memmove (Ir per request; valgrind counts a `rep movsb` copy as about one instruction per byte, so this is roughly the bytes copied per request, and costs far less time than its share of Ir):\n\n```\n{}\n```\n",
+            callers
+                .iter()
+                .take(8)
+                .map(|(ir, c)| format!("{:>8.0}  {}", per(*ir), short(c)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    let (_, inc) = parse_flat(&incl);
+    md.push_str(&format!(
+        "\nTop 25 by inclusive cost (Ir per request):\n\n```\n{}\n```\n\n",
+        top(&inc, 25)
+    ));
+    Ok(md)
 }
 
 /// Ir per request and the profile of each ringmesh row in `o.rows`.
@@ -741,22 +800,19 @@ fn callgrind_run(o: &GrpcOpts, bin: &Path, testgrpc: &Path) -> Res<String> {
             ir[1],
             ir[0]
         );
-        let (excl, full_excl) = annotate_top(&dumps[1], false, 30)?;
-        let (incl, full_incl) = annotate_top(&dumps[1], true, 30)?;
         let stamp = sh("date -u +%Y%m%dT%H%M%SZ");
-        for (kind, text) in [("exclusive", &full_excl), ("inclusive", &full_incl)] {
-            let f = o
-                .out
-                .join(format!("grpc-callgrind-{}-{kind}-{stamp}.txt", row.id()));
-            write_file(&f, text)?;
-            eprintln!("[bench] wrote {}", f.display());
-        }
+        let prefix = o.out.join(format!("grpc-callgrind-{}-{stamp}", row.id()));
+        let keep = PathBuf::from(format!("{}.out", prefix.display()));
+        std::fs::copy(&dumps[1], &keep).map_err(|e| format!("{}: {e}", keep.display()))?;
+        eprintln!("[bench] kept the dump as {}", keep.display());
         md.push_str(&format!(
-            "#### {} — {per:.0} Ir per request (Ir({big}) {}, Ir({small}) {})\n\nTop 30 by exclusive Ir ({big} requests):\n\n```\n{excl}\n```\n\nTop 30 by inclusive Ir:\n\n```\n{incl}\n```\n\n",
+            "#### {} — {per:.0} Ir per request (Ir({big}) {}, Ir({small}) {})\n\nThe {big}-request run (dump `{}`):\n\n",
             row.name(),
             ir[1],
-            ir[0]
+            ir[0],
+            keep.display()
         ));
+        md.push_str(&profile_md(&dumps[1], big, &prefix)?);
         drop(env); // SIGKILL (see setup)
     }
     Ok(md)
