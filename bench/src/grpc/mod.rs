@@ -927,7 +927,13 @@ pub fn grpc_main(args: &[String]) -> Res<()> {
         measure(&o, &env, row, 1).map_err(|e| format!("warm-up {}: {e}", row.id()))?;
     }
     let mut samples: HashMap<GRow, Vec<GSample>> = HashMap::new();
+    // Other work on the machine shows here (the proxy and the load are pinned,
+    // other processes are not).
+    let mut loads = vec![];
     for round in 1..=o.repeats {
+        let load = sh("cut -d' ' -f1 /proc/loadavg");
+        eprintln!("[bench] grpc round {round}: load average {load}");
+        loads.push(load);
         for &row in &o.rows {
             let s = measure(&o, &env, row, o.duration)?;
             eprintln!(
@@ -960,6 +966,11 @@ pub fn grpc_main(args: &[String]) -> Res<()> {
         &method,
         started.elapsed().as_secs_f64(),
     );
+    md.push_str(&format!(
+        "- 1-minute load average at the start of each round: {}; at the end: {}\n\n",
+        loads.join(", "),
+        sh("cut -d' ' -f1-3 /proc/loadavg")
+    ));
     if !notes.is_empty() {
         md.push_str(&notes);
         md.push('\n');
