@@ -21,20 +21,27 @@ use ringmesh_testgrpc::{Background, EchoClient, EchoService, Req};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
-/// `echo` is gRPC; `web` is plain HTTP/1.1; `front` calls both. The route
-/// `slow` (requests carrying `x-deadline-test`) has a 300 ms timeout.
+/// `echo` is gRPC; `web` is plain HTTP/1.1; `gone` is gRPC without any
+/// instance; `front` calls all three. The route `slow` (requests carrying
+/// `x-deadline-test`) has a 300 ms timeout; echo's proxy denies health
+/// checks.
 const MESH: &str = r#"mesh:
   mtls: strict
 services:
   - name: front
     ports: [{ name: http, port: 8080, protocol: http }]
-    calls: [echo, web]
+    calls: [echo, web, gone]
   - name: echo
     ports: [{ name: grpc, port: 50051, protocol: grpc }]
     calls: []
   - name: web
     ports: [{ name: http, port: 8090, protocol: http }]
+    calls: []
+  - name: gone
+    ports: [{ name: grpc, port: 50052, protocol: grpc }]
     calls: []
 traffic:
   - name: echo-deadline
@@ -45,6 +52,12 @@ traffic:
           headers: [{ name: x-deadline-test, present: true }]
         timeout: 300ms
         split: [{ weight: 1 }]
+policies:
+  - name: no-health-checks
+    service: echo
+    action: deny
+    rules:
+      - paths: [{ exact: /grpc.health.v1.Health/Check }]
 "#;
 
 struct Mesh {
@@ -123,14 +136,18 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A tonic client speaking h2c to `outbound` with `:authority: echo:50051`
 /// (a virtual host of the front proxy's outbound route table).
 async fn client(outbound: SocketAddr) -> EchoClient<Channel> {
-    let channel = Endpoint::from_shared(format!("http://{outbound}"))
+    EchoClient::new(channel(outbound, "echo:50051").await)
+}
+
+/// An h2c channel to `outbound` whose calls carry `:authority: authority`.
+async fn channel(outbound: SocketAddr, authority: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{outbound}"))
         .unwrap()
-        .origin("http://echo:50051".parse().unwrap())
+        .origin(format!("http://{authority}").parse().unwrap())
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await
-        .expect("connect to the front proxy's outbound listener");
-    EchoClient::new(channel)
+        .expect("connect to the front proxy's outbound listener")
 }
 
 fn req(payload: &[u8]) -> Req {
@@ -403,7 +420,13 @@ fn a_traffic_rule_timeout_is_deadline_exceeded() {
             "grpc_status=\"4\"",
         ],
     );
-    assert_eq!(deadline, Some(1.0), "{text}");
+    // The proxy's own DEADLINE_EXCEEDED is counted under the route and
+    // cluster that timed out, like ringmesh_requests_total counts it.
+    assert_eq!(
+        deadline,
+        Some(1.0),
+        "no grpc_status=\"4\" under route=\"slow\": {text}"
+    );
 }
 
 /// `curl --http1.1` to `addr` with `host`; (status, body, HTTP version,
@@ -473,4 +496,56 @@ fn an_http1_client_reaches_an_http1_app_across_the_http2_mesh_hop() {
         let mut c = client(m.front.outbound).await;
         wait_for_echo(&mut c, &m).await;
     });
+}
+
+#[test]
+fn the_proxies_own_answers_are_grpc_statuses() {
+    let dir = scratch("grpc-local");
+    let m = start_mesh(&dir);
+    runtime().block_on(async {
+        let mut c = client(m.front.outbound).await;
+        wait_for_echo(&mut c, &m).await;
+
+        // echo's proxy denies the health check by policy: PERMISSION_DENIED,
+        // made by the echo proxy and carried back through front.
+        let mut health = HealthClient::new(channel(m.front.outbound, "echo:50051").await);
+        let s = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect_err("the policy denies health checks");
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        assert!(s.message().contains("no-health-checks"), "{s:?}");
+
+        // An authority front has no virtual host for: UNIMPLEMENTED.
+        let mut nowhere = EchoClient::new(channel(m.front.outbound, "nowhere:1").await);
+        let s = nowhere
+            .unary(req(b"x"))
+            .await
+            .expect_err("no route to nowhere");
+        assert_eq!(s.code(), Code::Unimplemented, "{s:?}");
+
+        // A service without a single instance: UNAVAILABLE.
+        let mut gone = EchoClient::new(channel(m.front.outbound, "gone:50052").await);
+        let s = gone
+            .unary(req(b"x"))
+            .await
+            .expect_err("gone has no endpoints");
+        assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+
+        // Echo itself is still fine on the same connection.
+        let r = c
+            .unary(req(b"after"))
+            .await
+            .expect("echo after the refusals");
+        assert_eq!(r.into_inner().payload, b"echo-1:after");
+    });
+    let text = m.echo.metrics();
+    let denied = metric(
+        &text,
+        "ringmesh_authz_denied_total{",
+        &["policy=\"no-health-checks\""],
+    );
+    assert_eq!(denied, Some(1.0), "{text}");
 }
