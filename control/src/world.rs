@@ -324,14 +324,13 @@ pub fn outbound_protocol(p: Protocol) -> v1::UpstreamProtocol {
 
 /// The HTTP version a proxy speaks to its own application (the inbound
 /// cluster): http2 and grpc apps get HTTP/2 (h2c prior knowledge); an http
-/// app gets what the original client spoke (`auto`: the caller's proxy
-/// carries it across the mesh hop in `ringmesh-orig-proto`), so an HTTP/1.1
-/// client reaches it in HTTP/1.1 and an h2c client in HTTP/2.
+/// app gets HTTP/1.1 whatever its client spoke (Istio's meaning of `http`):
+/// an app that declared `http` may well speak nothing else. `auto` (what the
+/// original client spoke) remains for static configs.
 pub fn inbound_protocol(p: Protocol) -> v1::UpstreamProtocol {
     match p {
         Protocol::Http2 | Protocol::Grpc => v1::UpstreamProtocol::Http2,
-        Protocol::Http => v1::UpstreamProtocol::Auto,
-        Protocol::Tcp => v1::UpstreamProtocol::Http1,
+        Protocol::Http | Protocol::Tcp => v1::UpstreamProtocol::Http1,
     }
 }
 

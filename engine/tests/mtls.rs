@@ -424,7 +424,11 @@ fn edge_tls_picks_certificate_by_sni_and_negotiates_alpn() {
         &format!("https://a.test:{port}/edge"),
     ]);
     assert!(ok(&r), "{}", r.stderr);
-    assert!(r.stderr.contains("ALPN: server accepted http/1.1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ALPN: server accepted http/1.1"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn validate(body: &str) -> String {

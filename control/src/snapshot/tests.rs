@@ -835,11 +835,11 @@ fn inbound_listeners_carry_the_port_protocol_and_the_app_cluster_its_http_versio
             v1::Protocol::Http2,
             v1::UpstreamProtocol::Http2,
         ),
-        // The app of an http port gets what the original client spoke.
+        // The app of an http port gets HTTP/1.1 whatever the client spoke.
         (
             "inbound:8080",
             v1::Protocol::Http,
-            v1::UpstreamProtocol::Auto,
+            v1::UpstreamProtocol::Http1,
         ),
         (
             "inbound:5000",
