@@ -573,13 +573,24 @@ fn check(o: &GrpcOpts, env: &GEnv) -> Vec<(GRow, String)> {
 
 // ------------------------------------------------------------ one run
 
+/// stime (kernel CPU) of the PIDs, in clock ticks.
+fn sys_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().nth(12)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// The load of `row` for `secs` seconds; CPU of the proxy and the upstream from /proc.
 fn measure(o: &GrpcOpts, env: &GEnv, row: GRow, secs: u64) -> Res<GSample> {
     let pids = env.pids.get(&row).cloned().unwrap_or_default();
     let up = env.up_pids.get(&row).cloned().unwrap_or_default();
     let log = env.dir.join(format!("h2load-{}.tsv", row.id()));
     let _ = std::fs::remove_file(&log);
-    let (t0, u0) = (cpu_ticks(&pids), cpu_ticks(&up));
+    let (t0, u0, k0) = (cpu_ticks(&pids), cpu_ticks(&up), sys_ticks(&pids));
     let wall = Instant::now();
     let out = run_bounded(
         &mut h2load_cmd(
@@ -594,7 +605,7 @@ fn measure(o: &GrpcOpts, env: &GEnv, row: GRow, secs: u64) -> Res<GSample> {
         Duration::from_secs(secs + 30),
     )?;
     let wall_s = wall.elapsed().as_secs_f64();
-    let (t1, u1) = (cpu_ticks(&pids), cpu_ticks(&up));
+    let (t1, u1, k1) = (cpu_ticks(&pids), cpu_ticks(&up), sys_ticks(&pids));
     let r =
         parse_h2load(&out).ok_or_else(|| format!("{}: h2load output: {}", row.id(), tail(&out)))?;
     if r.protocol.as_deref() != Some(row.protocol()) || r.succeeded == 0 {
@@ -622,6 +633,7 @@ fn measure(o: &GrpcOpts, env: &GEnv, row: GRow, secs: u64) -> Res<GSample> {
     if !pids.is_empty() {
         let d = t1.saturating_sub(t0);
         s.cpu_us = Some(per_req(d));
+        s.sys_us = Some(per_req(k1.saturating_sub(k0)));
         s.cpu_pct = Some(d as f64 / clk_tck() / wall_s * 100.0);
     }
     if !up.is_empty() {
@@ -937,12 +949,13 @@ pub fn grpc_main(args: &[String]) -> Res<()> {
         for &row in &o.rows {
             let s = measure(&o, &env, row, o.duration)?;
             eprintln!(
-                "[bench] grpc round {round} {:<13} {:>9.0} req/s p99 {} ms proxy CPU {}% {} µs/req upstream {} µs/req errors {}",
+                "[bench] grpc round {round} {:<15} {:>9.0} req/s p99 {} ms proxy CPU {}% {} µs/req (sys {}) upstream {} µs/req errors {}",
                 row.id(),
                 s.rps,
                 s.p99_ms.map(|v| format!("{v:.3}")).unwrap_or("—".into()),
                 s.cpu_pct.map(|v| format!("{v:.0}")).unwrap_or("—".into()),
                 s.cpu_us.map(|v| format!("{v:.2}")).unwrap_or("—".into()),
+                s.sys_us.map(|v| format!("{v:.2}")).unwrap_or("—".into()),
                 s.up_cpu_us.map(|v| format!("{v:.2}")).unwrap_or("—".into()),
                 s.errors
             );
@@ -951,7 +964,7 @@ pub fn grpc_main(args: &[String]) -> Res<()> {
     }
     drop(env);
     let method = format!(
-        "every proxy 1 worker pinned to CPU 0; the upstream (tonic Echo server, 1 tokio worker; nginx `return 200` for plain HTTP) and h2load (1 thread) pinned to CPU 1; h2load h2c prior knowledge `-c{} -m{}` (HTTP/1.1 rows: `--h1 -c{} -m1`, the same requests in flight); gRPC: unary `Echo/Unary`, {}-byte payload ({} bytes on the wire with the 5-byte prefix), checked once per target with a tonic call (grpc-status 0, payload echoed); nginx and HAProxy keep upstream connections alive (`keepalive {}` / `http-reuse always`); CPU per request = the proxy's utime+stime over the h2load run ÷ 2xx responses; p50/p99 from h2load's per-request log; {} repeat(s) of {} s, interleaved; median (min–max)",
+        "every proxy 1 worker pinned to CPU 0; the upstream (tonic Echo server, 1 tokio worker; nginx `return 200` for plain HTTP) and h2load (1 thread) pinned to CPU 1; h2load h2c prior knowledge `-c{} -m{}` (HTTP/1.1 rows: `--h1 -c{} -m1`, the same requests in flight); gRPC: unary `Echo/Unary`, {}-byte payload ({} bytes on the wire with the 5-byte prefix), checked once per target with a tonic call (grpc-status 0, payload echoed); nginx and HAProxy keep upstream connections alive (`keepalive {}` / `http-reuse always`); CPU per request = the proxy's utime+stime over the h2load run ÷ 2xx responses (`of which kernel`: stime alone); p50/p99 from h2load's per-request log; {} repeat(s) of {} s, interleaved; median (min–max)",
         o.connections,
         o.streams,
         o.connections * o.streams,

@@ -17,6 +17,8 @@ pub struct GSample {
     pub errors: f64,
     /// Proxy CPU (utime+stime) per successful request, µs.
     pub cpu_us: Option<f64>,
+    /// Of that, kernel time (stime) per request, µs.
+    pub sys_us: Option<f64>,
     /// Proxy CPU over the run, % of one core.
     pub cpu_pct: Option<f64>,
     /// The upstream's (tonic server or nginx) CPU per request, µs.
@@ -31,7 +33,7 @@ fn sm(v: &[GSample], f: impl Fn(&GSample) -> Option<f64>) -> Option<Summary> {
 /// The target: ringmesh's CPU per gRPC request ≤ 0.7× nginx's.
 pub const GRPC_TARGET: f64 = 0.7;
 
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 9] = [
     "target",
     "req/s",
     "p50 ms",
@@ -39,6 +41,7 @@ const HEADER: [&str; 8] = [
     "errors",
     "proxy CPU %",
     "proxy CPU µs/req",
+    "of which kernel",
     "upstream CPU µs/req",
 ];
 
@@ -51,6 +54,7 @@ fn row_cells(r: GRow, v: &[GSample]) -> Vec<String> {
         fmt_summary(sm(v, |s| Some(s.errors))),
         fmt_summary(sm(v, |s| s.cpu_pct)),
         fmt_summary(sm(v, |s| s.cpu_us)),
+        fmt_summary(sm(v, |s| s.sys_us)),
         fmt_summary(sm(v, |s| s.up_cpu_us)),
     ]
 }
@@ -216,7 +220,7 @@ mod tests {
         m.insert(GRow::H1Nginx, vec![s(30000.0, 20.0)]);
         m.insert(GRow::H2cNginx, vec![s(30000.0, 10.0)]);
         let md = grpc_report(&rows, &m);
-        assert!(md.contains("| direct (no proxy) | 50000 | — | — | 0 | — | — | — |"));
+        assert!(md.contains("| direct (no proxy) | 50000 | — | — | 0 | — | — | — | — |"));
         assert!(md.contains("CPU per request **0.62×** (target ≤ 0.7×: **met**; 12.50 vs 20 µs); req/s 1.33×; per round 0.60×, 0.65×."));
         assert!(!md.contains("HAProxy ÷"));
         assert!(md.contains("nginx h2c ÷ HTTP/1.1 (medians): CPU per request 0.50×; req/s 1.00×."));
