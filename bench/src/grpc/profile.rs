@@ -140,7 +140,7 @@ pub fn memcpy_callers(tree: &str) -> Vec<(u64, String)> {
             block.clear();
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|c| std::cmp::Reverse(c.0));
     out
 }
 
