@@ -132,7 +132,9 @@ async fn check_server_stream(c: &mut EchoClient<Channel>, count: u32, size: u32)
 }
 
 async fn check_client_stream(c: &mut EchoClient<Channel>) {
-    let msgs: Vec<Req> = (0..1000u32).map(|i| req(&vec![b'c'; (i % 100) as usize])).collect();
+    let msgs: Vec<Req> = (0..1000u32)
+        .map(|i| req(&vec![b'c'; (i % 100) as usize]))
+        .collect();
     let bytes: u64 = (0..1000u64).map(|i| i % 100).sum();
     let r = c
         .client_stream(tokio_stream::iter(msgs))
@@ -334,7 +336,10 @@ fn client_deadline_is_deadline_exceeded_and_the_proxy_keeps_serving() {
         });
         r.set_timeout(Duration::from_millis(300));
         let t = Instant::now();
-        let st = c.unary(r).await.expect_err("the deadline is 300ms, the server takes 3s");
+        let st = c
+            .unary(r)
+            .await
+            .expect_err("the deadline is 300ms, the server takes 3s");
         let took = t.elapsed();
         assert_eq!(
             st.code(),
@@ -492,8 +497,7 @@ fn tap(to: SocketAddr) -> (Upstream, Arc<Tap>) {
         let mut first = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         // The first record: 5-byte header, then its length.
-        while first.len() < 5
-            || first.len() < 5 + u16::from_be_bytes([first[3], first[4]]) as usize
+        while first.len() < 5 || first.len() < 5 + u16::from_be_bytes([first[3], first[4]]) as usize
         {
             match a.read(&mut buf) {
                 Ok(0) | Err(_) => return,
@@ -637,14 +641,21 @@ clusters:
         &format!("http://127.0.0.1:{a_port}/plain"),
     ]);
     assert!(r.status.is_some_and(|s| s.success()), "curl: {}", r.stderr);
-    assert!(r.stdout.contains("\"path\":\"/plain\""), "body: {}", r.stdout);
+    assert!(
+        r.stdout.contains("\"path\":\"/plain\""),
+        "body: {}",
+        r.stdout
+    );
     assert!(r.stdout.ends_with("\n1.1"), "{}", r.stdout);
     let seen_app = app.last_request("/plain").expect("the app saw /plain");
     assert_eq!(seen_app.header("ringmesh-orig-proto"), None);
 
     // A offered h2 on the mesh hop.
     let hellos = seen.hellos.lock().unwrap().clone();
-    assert!(!hellos.is_empty(), "A never connected to B through the relay");
+    assert!(
+        !hellos.is_empty(),
+        "A never connected to B through the relay"
+    );
     for h in &hellos {
         let alpn = client_hello_alpn(h).expect("a TLS ClientHello from A");
         assert_eq!(
@@ -655,7 +666,11 @@ clusters:
     }
     // A multiplexes: the gRPC calls and the HTTP/1.1 request need at most one
     // mesh connection per worker (2).
-    assert!(hellos.len() <= 2, "{} TLS connections from A to B", hellos.len());
+    assert!(
+        hellos.len() <= 2,
+        "{} TLS connections from A to B",
+        hellos.len()
+    );
     let series = "ringmesh_grpc_responses_total{listener=\"inbound\",route=\"grpc\",cluster=\"grpc\",grpc_status=\"0\"}";
     let text = b.wait_metric(series, Duration::from_secs(5), |v| v >= 6.0);
     // 3 unary + server stream + client stream + bidi, all OK.

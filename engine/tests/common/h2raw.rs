@@ -261,13 +261,30 @@ impl Frame {
                 let (l, c) = self.goaway().unwrap_or_default();
                 format!("GOAWAY(last={l}, code={c:#x}, {:?})", self.goaway_debug())
             }
-            kind::RST_STREAM => format!("RST_STREAM(stream={}, code={:#x})", self.stream, self.rst().unwrap_or(u32::MAX)),
-            kind::HEADERS => format!("HEADERS(stream={}, flags={:#x}, {:?})", self.stream, self.flags, self.headers),
-            kind::DATA => format!("DATA(stream={}, flags={:#x}, {} bytes)", self.stream, self.flags, self.payload.len()),
+            kind::RST_STREAM => format!(
+                "RST_STREAM(stream={}, code={:#x})",
+                self.stream,
+                self.rst().unwrap_or(u32::MAX)
+            ),
+            kind::HEADERS => format!(
+                "HEADERS(stream={}, flags={:#x}, {:?})",
+                self.stream, self.flags, self.headers
+            ),
+            kind::DATA => format!(
+                "DATA(stream={}, flags={:#x}, {} bytes)",
+                self.stream,
+                self.flags,
+                self.payload.len()
+            ),
             kind::SETTINGS => format!("SETTINGS(flags={:#x}, {:?})", self.flags, self.settings()),
             kind::PING => format!("PING(flags={:#x})", self.flags),
             kind::WINDOW_UPDATE => format!("WINDOW_UPDATE(stream={})", self.stream),
-            k => format!("frame type {k:#x} (stream={}, flags={:#x}, {} bytes)", self.stream, self.flags, self.payload.len()),
+            k => format!(
+                "frame type {k:#x} (stream={}, flags={:#x}, {} bytes)",
+                self.stream,
+                self.flags,
+                self.payload.len()
+            ),
         }
     }
 }
@@ -362,6 +379,8 @@ pub struct H2Client {
     pub auto_ack: bool,
     /// The peer closed (EOF or reset) while reading.
     pub closed: bool,
+    /// Non-blocking reads (poll_frames): no data is "no frame now".
+    polling: bool,
 }
 
 impl H2Client {
@@ -390,6 +409,7 @@ impl H2Client {
             decoder: Decoder::new(),
             auto_ack: true,
             closed: false,
+            polling: false,
         })
     }
 
@@ -429,7 +449,10 @@ impl H2Client {
             if left.is_zero() {
                 return Err(io::Error::new(ErrorKind::TimedOut, "no frame in time"));
             }
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            if !self.polling {
+                self.stream
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            }
             match self.stream.read(&mut buf) {
                 Ok(0) => {
                     self.closed = true;
@@ -439,11 +462,16 @@ impl H2Client {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
                     ) =>
                 {
                     self.closed = true;
                     return Ok(false);
+                }
+                Err(e) if self.polling && e.kind() == ErrorKind::WouldBlock => {
+                    return Err(io::Error::new(ErrorKind::TimedOut, "no frame now"))
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     continue
@@ -504,7 +532,12 @@ impl H2Client {
         if self.auto_ack && f.flags & flag::ACK == 0 {
             let ack = match f.kind {
                 kind::SETTINGS => Some(settings_ack()),
-                kind::PING => Some(ping_frame(f.payload[..8.min(f.payload.len())].try_into().unwrap_or([0; 8]), true)),
+                kind::PING => Some(ping_frame(
+                    f.payload[..8.min(f.payload.len())]
+                        .try_into()
+                        .unwrap_or([0; 8]),
+                    true,
+                )),
                 _ => None,
             };
             if let Some(a) = ack {
@@ -517,7 +550,11 @@ impl H2Client {
 
     /// Reads frames until `stop` says so, the connection closes or `timeout`
     /// passes; everything read is returned.
-    pub fn read_until(&mut self, timeout: Duration, mut stop: impl FnMut(&Frame) -> bool) -> io::Result<Seen> {
+    pub fn read_until(
+        &mut self,
+        timeout: Duration,
+        mut stop: impl FnMut(&Frame) -> bool,
+    ) -> io::Result<Seen> {
         let deadline = Instant::now() + timeout;
         let mut seen = Seen::default();
         loop {
@@ -552,10 +589,15 @@ impl H2Client {
         self.read_until(timeout, |_| false)
     }
 
-    /// Reads whatever frames arrive within `wait` (a short poll between the
-    /// writes of a flood).
-    pub fn poll_frames(&mut self, wait: Duration) -> io::Result<Seen> {
-        self.read_until(wait, |_| false)
+    /// The frames that have already arrived, without waiting (a poll between
+    /// the writes of a flood).
+    pub fn poll_frames(&mut self) -> io::Result<Seen> {
+        self.stream.set_nonblocking(true)?;
+        self.polling = true;
+        let r = self.read_until(Duration::from_secs(5), |_| false);
+        self.polling = false;
+        self.stream.set_nonblocking(false)?;
+        r
     }
 
     /// Reads the response on `stream`: headers, body (acknowledged with
@@ -621,7 +663,9 @@ impl H2Client {
 
     /// Reads frames until the peer's first SETTINGS (the server preface).
     pub fn read_server_settings(&mut self, timeout: Duration) -> io::Result<Frame> {
-        let seen = self.read_until(timeout, |f| f.kind == kind::SETTINGS && f.flags & flag::ACK == 0)?;
+        let seen = self.read_until(timeout, |f| {
+            f.kind == kind::SETTINGS && f.flags & flag::ACK == 0
+        })?;
         seen.frames
             .into_iter()
             .find(|f| f.kind == kind::SETTINGS && f.flags & flag::ACK == 0)
@@ -632,7 +676,12 @@ impl H2Client {
 /// The header block fragment of a HEADERS/PUSH_PROMISE frame (padding and
 /// priority removed).
 fn header_block_fragment(f: &Frame) -> io::Result<Vec<u8>> {
-    let bad = || io::Error::new(ErrorKind::InvalidData, format!("malformed {}", f.describe()));
+    let bad = || {
+        io::Error::new(
+            ErrorKind::InvalidData,
+            format!("malformed {}", f.describe()),
+        )
+    };
     let mut p = strip_padding(f.flags, &f.payload).ok_or_else(bad)?;
     if f.kind == kind::HEADERS && f.flags & flag::PRIORITY != 0 {
         p = p.get(5..).ok_or_else(bad)?;
@@ -714,7 +763,11 @@ impl Decoder {
 
     fn literal(&self, b: &mut &[u8], prefix: u8) -> io::Result<(String, String)> {
         let i = read_int(b, prefix)?;
-        let name = if i == 0 { read_string(b)? } else { self.get(i)?.0 };
+        let name = if i == 0 {
+            read_string(b)?
+        } else {
+            self.get(i)?.0
+        };
         let value = read_string(b)?;
         Ok((name, value))
     }
@@ -726,7 +779,9 @@ fn hpack_err(what: &str) -> io::Error {
 
 fn read_int(b: &mut &[u8], prefix: u8) -> io::Result<usize> {
     let max = (1usize << prefix) - 1;
-    let (&first, rest) = b.split_first().ok_or_else(|| hpack_err("truncated integer"))?;
+    let (&first, rest) = b
+        .split_first()
+        .ok_or_else(|| hpack_err("truncated integer"))?;
     *b = rest;
     let mut v = (first as usize) & max;
     if v < max {
@@ -734,7 +789,9 @@ fn read_int(b: &mut &[u8], prefix: u8) -> io::Result<usize> {
     }
     let mut shift = 0;
     loop {
-        let (&c, rest) = b.split_first().ok_or_else(|| hpack_err("truncated integer"))?;
+        let (&c, rest) = b
+            .split_first()
+            .ok_or_else(|| hpack_err("truncated integer"))?;
         *b = rest;
         v += ((c & 0x7f) as usize) << shift;
         shift += 7;
@@ -755,7 +812,11 @@ fn read_string(b: &mut &[u8]) -> io::Result<String> {
     }
     let (s, rest) = b.split_at(len);
     *b = rest;
-    let bytes = if huffman { huffman_decode(s)? } else { s.to_vec() };
+    let bytes = if huffman {
+        huffman_decode(s)?
+    } else {
+        s.to_vec()
+    };
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -857,68 +918,260 @@ const STATIC: [(&str, &str); 61] = [
 
 /// RFC 7541 Appendix B: (code, bit length) of bytes 0..=255.
 const HUFFMAN: [(u32, u8); 256] = [
-    (0x1ff8, 13), (0x7fffd8, 23), (0xfffffe2, 28), (0xfffffe3, 28),
-    (0xfffffe4, 28), (0xfffffe5, 28), (0xfffffe6, 28), (0xfffffe7, 28),
-    (0xfffffe8, 28), (0xffffea, 24), (0x3ffffffc, 30), (0xfffffe9, 28),
-    (0xfffffea, 28), (0x3ffffffd, 30), (0xfffffeb, 28), (0xfffffec, 28),
-    (0xfffffed, 28), (0xfffffee, 28), (0xfffffef, 28), (0xffffff0, 28),
-    (0xffffff1, 28), (0xffffff2, 28), (0x3ffffffe, 30), (0xffffff3, 28),
-    (0xffffff4, 28), (0xffffff5, 28), (0xffffff6, 28), (0xffffff7, 28),
-    (0xffffff8, 28), (0xffffff9, 28), (0xffffffa, 28), (0xffffffb, 28),
-    (0x14, 6), (0x3f8, 10), (0x3f9, 10), (0xffa, 12),
-    (0x1ff9, 13), (0x15, 6), (0xf8, 8), (0x7fa, 11),
-    (0x3fa, 10), (0x3fb, 10), (0xf9, 8), (0x7fb, 11),
-    (0xfa, 8), (0x16, 6), (0x17, 6), (0x18, 6),
-    (0x0, 5), (0x1, 5), (0x2, 5), (0x19, 6),
-    (0x1a, 6), (0x1b, 6), (0x1c, 6), (0x1d, 6),
-    (0x1e, 6), (0x1f, 6), (0x5c, 7), (0xfb, 8),
-    (0x7ffc, 15), (0x20, 6), (0xffb, 12), (0x3fc, 10),
-    (0x1ffa, 13), (0x21, 6), (0x5d, 7), (0x5e, 7),
-    (0x5f, 7), (0x60, 7), (0x61, 7), (0x62, 7),
-    (0x63, 7), (0x64, 7), (0x65, 7), (0x66, 7),
-    (0x67, 7), (0x68, 7), (0x69, 7), (0x6a, 7),
-    (0x6b, 7), (0x6c, 7), (0x6d, 7), (0x6e, 7),
-    (0x6f, 7), (0x70, 7), (0x71, 7), (0x72, 7),
-    (0xfc, 8), (0x73, 7), (0xfd, 8), (0x1ffb, 13),
-    (0x7fff0, 19), (0x1ffc, 13), (0x3ffc, 14), (0x22, 6),
-    (0x7ffd, 15), (0x3, 5), (0x23, 6), (0x4, 5),
-    (0x24, 6), (0x5, 5), (0x25, 6), (0x26, 6),
-    (0x27, 6), (0x6, 5), (0x74, 7), (0x75, 7),
-    (0x28, 6), (0x29, 6), (0x2a, 6), (0x7, 5),
-    (0x2b, 6), (0x76, 7), (0x2c, 6), (0x8, 5),
-    (0x9, 5), (0x2d, 6), (0x77, 7), (0x78, 7),
-    (0x79, 7), (0x7a, 7), (0x7b, 7), (0x7ffe, 15),
-    (0x7fc, 11), (0x3ffd, 14), (0x1ffd, 13), (0xffffffc, 28),
-    (0xfffe6, 20), (0x3fffd2, 22), (0xfffe7, 20), (0xfffe8, 20),
-    (0x3fffd3, 22), (0x3fffd4, 22), (0x3fffd5, 22), (0x7fffd9, 23),
-    (0x3fffd6, 22), (0x7fffda, 23), (0x7fffdb, 23), (0x7fffdc, 23),
-    (0x7fffdd, 23), (0x7fffde, 23), (0xffffeb, 24), (0x7fffdf, 23),
-    (0xffffec, 24), (0xffffed, 24), (0x3fffd7, 22), (0x7fffe0, 23),
-    (0xffffee, 24), (0x7fffe1, 23), (0x7fffe2, 23), (0x7fffe3, 23),
-    (0x7fffe4, 23), (0x1fffdc, 21), (0x3fffd8, 22), (0x7fffe5, 23),
-    (0x3fffd9, 22), (0x7fffe6, 23), (0x7fffe7, 23), (0xffffef, 24),
-    (0x3fffda, 22), (0x1fffdd, 21), (0xfffe9, 20), (0x3fffdb, 22),
-    (0x3fffdc, 22), (0x7fffe8, 23), (0x7fffe9, 23), (0x1fffde, 21),
-    (0x7fffea, 23), (0x3fffdd, 22), (0x3fffde, 22), (0xfffff0, 24),
-    (0x1fffdf, 21), (0x3fffdf, 22), (0x7fffeb, 23), (0x7fffec, 23),
-    (0x1fffe0, 21), (0x1fffe1, 21), (0x3fffe0, 22), (0x1fffe2, 21),
-    (0x7fffed, 23), (0x3fffe1, 22), (0x7fffee, 23), (0x7fffef, 23),
-    (0xfffea, 20), (0x3fffe2, 22), (0x3fffe3, 22), (0x3fffe4, 22),
-    (0x7ffff0, 23), (0x3fffe5, 22), (0x3fffe6, 22), (0x7ffff1, 23),
-    (0x3ffffe0, 26), (0x3ffffe1, 26), (0xfffeb, 20), (0x7fff1, 19),
-    (0x3fffe7, 22), (0x7ffff2, 23), (0x3fffe8, 22), (0x1ffffec, 25),
-    (0x3ffffe2, 26), (0x3ffffe3, 26), (0x3ffffe4, 26), (0x7ffffde, 27),
-    (0x7ffffdf, 27), (0x3ffffe5, 26), (0xfffff1, 24), (0x1ffffed, 25),
-    (0x7fff2, 19), (0x1fffe3, 21), (0x3ffffe6, 26), (0x7ffffe0, 27),
-    (0x7ffffe1, 27), (0x3ffffe7, 26), (0x7ffffe2, 27), (0xfffff2, 24),
-    (0x1fffe4, 21), (0x1fffe5, 21), (0x3ffffe8, 26), (0x3ffffe9, 26),
-    (0xffffffd, 28), (0x7ffffe3, 27), (0x7ffffe4, 27), (0x7ffffe5, 27),
-    (0xfffec, 20), (0xfffff3, 24), (0xfffed, 20), (0x1fffe6, 21),
-    (0x3fffe9, 22), (0x1fffe7, 21), (0x1fffe8, 21), (0x7ffff3, 23),
-    (0x3fffea, 22), (0x3fffeb, 22), (0x1ffffee, 25), (0x1ffffef, 25),
-    (0xfffff4, 24), (0xfffff5, 24), (0x3ffffea, 26), (0x7ffff4, 23),
-    (0x3ffffeb, 26), (0x7ffffe6, 27), (0x3ffffec, 26), (0x3ffffed, 26),
-    (0x7ffffe7, 27), (0x7ffffe8, 27), (0x7ffffe9, 27), (0x7ffffea, 27),
-    (0x7ffffeb, 27), (0xffffffe, 28), (0x7ffffec, 27), (0x7ffffed, 27),
-    (0x7ffffee, 27), (0x7ffffef, 27), (0x7fffff0, 27), (0x3ffffee, 26),
+    (0x1ff8, 13),
+    (0x7fffd8, 23),
+    (0xfffffe2, 28),
+    (0xfffffe3, 28),
+    (0xfffffe4, 28),
+    (0xfffffe5, 28),
+    (0xfffffe6, 28),
+    (0xfffffe7, 28),
+    (0xfffffe8, 28),
+    (0xffffea, 24),
+    (0x3ffffffc, 30),
+    (0xfffffe9, 28),
+    (0xfffffea, 28),
+    (0x3ffffffd, 30),
+    (0xfffffeb, 28),
+    (0xfffffec, 28),
+    (0xfffffed, 28),
+    (0xfffffee, 28),
+    (0xfffffef, 28),
+    (0xffffff0, 28),
+    (0xffffff1, 28),
+    (0xffffff2, 28),
+    (0x3ffffffe, 30),
+    (0xffffff3, 28),
+    (0xffffff4, 28),
+    (0xffffff5, 28),
+    (0xffffff6, 28),
+    (0xffffff7, 28),
+    (0xffffff8, 28),
+    (0xffffff9, 28),
+    (0xffffffa, 28),
+    (0xffffffb, 28),
+    (0x14, 6),
+    (0x3f8, 10),
+    (0x3f9, 10),
+    (0xffa, 12),
+    (0x1ff9, 13),
+    (0x15, 6),
+    (0xf8, 8),
+    (0x7fa, 11),
+    (0x3fa, 10),
+    (0x3fb, 10),
+    (0xf9, 8),
+    (0x7fb, 11),
+    (0xfa, 8),
+    (0x16, 6),
+    (0x17, 6),
+    (0x18, 6),
+    (0x0, 5),
+    (0x1, 5),
+    (0x2, 5),
+    (0x19, 6),
+    (0x1a, 6),
+    (0x1b, 6),
+    (0x1c, 6),
+    (0x1d, 6),
+    (0x1e, 6),
+    (0x1f, 6),
+    (0x5c, 7),
+    (0xfb, 8),
+    (0x7ffc, 15),
+    (0x20, 6),
+    (0xffb, 12),
+    (0x3fc, 10),
+    (0x1ffa, 13),
+    (0x21, 6),
+    (0x5d, 7),
+    (0x5e, 7),
+    (0x5f, 7),
+    (0x60, 7),
+    (0x61, 7),
+    (0x62, 7),
+    (0x63, 7),
+    (0x64, 7),
+    (0x65, 7),
+    (0x66, 7),
+    (0x67, 7),
+    (0x68, 7),
+    (0x69, 7),
+    (0x6a, 7),
+    (0x6b, 7),
+    (0x6c, 7),
+    (0x6d, 7),
+    (0x6e, 7),
+    (0x6f, 7),
+    (0x70, 7),
+    (0x71, 7),
+    (0x72, 7),
+    (0xfc, 8),
+    (0x73, 7),
+    (0xfd, 8),
+    (0x1ffb, 13),
+    (0x7fff0, 19),
+    (0x1ffc, 13),
+    (0x3ffc, 14),
+    (0x22, 6),
+    (0x7ffd, 15),
+    (0x3, 5),
+    (0x23, 6),
+    (0x4, 5),
+    (0x24, 6),
+    (0x5, 5),
+    (0x25, 6),
+    (0x26, 6),
+    (0x27, 6),
+    (0x6, 5),
+    (0x74, 7),
+    (0x75, 7),
+    (0x28, 6),
+    (0x29, 6),
+    (0x2a, 6),
+    (0x7, 5),
+    (0x2b, 6),
+    (0x76, 7),
+    (0x2c, 6),
+    (0x8, 5),
+    (0x9, 5),
+    (0x2d, 6),
+    (0x77, 7),
+    (0x78, 7),
+    (0x79, 7),
+    (0x7a, 7),
+    (0x7b, 7),
+    (0x7ffe, 15),
+    (0x7fc, 11),
+    (0x3ffd, 14),
+    (0x1ffd, 13),
+    (0xffffffc, 28),
+    (0xfffe6, 20),
+    (0x3fffd2, 22),
+    (0xfffe7, 20),
+    (0xfffe8, 20),
+    (0x3fffd3, 22),
+    (0x3fffd4, 22),
+    (0x3fffd5, 22),
+    (0x7fffd9, 23),
+    (0x3fffd6, 22),
+    (0x7fffda, 23),
+    (0x7fffdb, 23),
+    (0x7fffdc, 23),
+    (0x7fffdd, 23),
+    (0x7fffde, 23),
+    (0xffffeb, 24),
+    (0x7fffdf, 23),
+    (0xffffec, 24),
+    (0xffffed, 24),
+    (0x3fffd7, 22),
+    (0x7fffe0, 23),
+    (0xffffee, 24),
+    (0x7fffe1, 23),
+    (0x7fffe2, 23),
+    (0x7fffe3, 23),
+    (0x7fffe4, 23),
+    (0x1fffdc, 21),
+    (0x3fffd8, 22),
+    (0x7fffe5, 23),
+    (0x3fffd9, 22),
+    (0x7fffe6, 23),
+    (0x7fffe7, 23),
+    (0xffffef, 24),
+    (0x3fffda, 22),
+    (0x1fffdd, 21),
+    (0xfffe9, 20),
+    (0x3fffdb, 22),
+    (0x3fffdc, 22),
+    (0x7fffe8, 23),
+    (0x7fffe9, 23),
+    (0x1fffde, 21),
+    (0x7fffea, 23),
+    (0x3fffdd, 22),
+    (0x3fffde, 22),
+    (0xfffff0, 24),
+    (0x1fffdf, 21),
+    (0x3fffdf, 22),
+    (0x7fffeb, 23),
+    (0x7fffec, 23),
+    (0x1fffe0, 21),
+    (0x1fffe1, 21),
+    (0x3fffe0, 22),
+    (0x1fffe2, 21),
+    (0x7fffed, 23),
+    (0x3fffe1, 22),
+    (0x7fffee, 23),
+    (0x7fffef, 23),
+    (0xfffea, 20),
+    (0x3fffe2, 22),
+    (0x3fffe3, 22),
+    (0x3fffe4, 22),
+    (0x7ffff0, 23),
+    (0x3fffe5, 22),
+    (0x3fffe6, 22),
+    (0x7ffff1, 23),
+    (0x3ffffe0, 26),
+    (0x3ffffe1, 26),
+    (0xfffeb, 20),
+    (0x7fff1, 19),
+    (0x3fffe7, 22),
+    (0x7ffff2, 23),
+    (0x3fffe8, 22),
+    (0x1ffffec, 25),
+    (0x3ffffe2, 26),
+    (0x3ffffe3, 26),
+    (0x3ffffe4, 26),
+    (0x7ffffde, 27),
+    (0x7ffffdf, 27),
+    (0x3ffffe5, 26),
+    (0xfffff1, 24),
+    (0x1ffffed, 25),
+    (0x7fff2, 19),
+    (0x1fffe3, 21),
+    (0x3ffffe6, 26),
+    (0x7ffffe0, 27),
+    (0x7ffffe1, 27),
+    (0x3ffffe7, 26),
+    (0x7ffffe2, 27),
+    (0xfffff2, 24),
+    (0x1fffe4, 21),
+    (0x1fffe5, 21),
+    (0x3ffffe8, 26),
+    (0x3ffffe9, 26),
+    (0xffffffd, 28),
+    (0x7ffffe3, 27),
+    (0x7ffffe4, 27),
+    (0x7ffffe5, 27),
+    (0xfffec, 20),
+    (0xfffff3, 24),
+    (0xfffed, 20),
+    (0x1fffe6, 21),
+    (0x3fffe9, 22),
+    (0x1fffe7, 21),
+    (0x1fffe8, 21),
+    (0x7ffff3, 23),
+    (0x3fffea, 22),
+    (0x3fffeb, 22),
+    (0x1ffffee, 25),
+    (0x1ffffef, 25),
+    (0xfffff4, 24),
+    (0xfffff5, 24),
+    (0x3ffffea, 26),
+    (0x7ffff4, 23),
+    (0x3ffffeb, 26),
+    (0x7ffffe6, 27),
+    (0x3ffffec, 26),
+    (0x3ffffed, 26),
+    (0x7ffffe7, 27),
+    (0x7ffffe8, 27),
+    (0x7ffffe9, 27),
+    (0x7ffffea, 27),
+    (0x7ffffeb, 27),
+    (0xffffffe, 28),
+    (0x7ffffec, 27),
+    (0x7ffffed, 27),
+    (0x7ffffee, 27),
+    (0x7ffffef, 27),
+    (0x7fffff0, 27),
+    (0x3ffffee, 26),
 ];

@@ -111,7 +111,12 @@ impl Drop for H2Upstream {
 
 fn pairs(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -151,7 +156,11 @@ async fn serve_stream(
         }
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    let trailers = body.trailers().await?.map(|t| pairs(&t)).unwrap_or_default();
+    let trailers = body
+        .trailers()
+        .await?
+        .map(|t| pairs(&t))
+        .unwrap_or_default();
     seen.lock().unwrap().push(H2Seen {
         method: parts.method.to_string(),
         path: path.clone(),
@@ -161,7 +170,12 @@ async fn serve_stream(
         body_sum: sum.hex(),
         trailers,
     });
-    let mut segs = path.split('?').next().unwrap_or("").trim_start_matches('/').split('/');
+    let mut segs = path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .split('/');
     let first = segs.next().unwrap_or("");
     let arg: u64 = segs.next().unwrap_or("").parse().unwrap_or(0);
     if first == "sleep" {

@@ -483,8 +483,7 @@ impl RssPeak {
         let handle = thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let status =
-                    fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
                 if let Some(kb) = status
                     .lines()
                     .find_map(|l| l.strip_prefix("VmRSS:"))
