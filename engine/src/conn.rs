@@ -91,6 +91,8 @@ pub struct KtlsConn {
     stream: KtlsStream,
     prefix: Prefix,
     peer: Option<Arc<str>>,
+    /// ALPN settled on `h2`.
+    h2: bool,
 }
 
 impl KtlsConn {
@@ -102,7 +104,13 @@ impl KtlsConn {
                 pos: 0,
             },
             peer,
+            h2: false,
         }
+    }
+
+    pub fn with_h2(mut self, h2: bool) -> Self {
+        self.h2 = h2;
+        self
     }
 
     pub fn stream(&self) -> &KtlsStream {
@@ -177,6 +185,15 @@ impl Conn {
             Conn::Plain(_) => None,
             Conn::Tls(t) => t.peer_identity(),
             Conn::Ktls(k) => k.peer.as_ref(),
+        }
+    }
+
+    /// TLS settled on ALPN `h2`.
+    pub fn alpn_h2(&self) -> bool {
+        match self {
+            Conn::Plain(_) => false,
+            Conn::Tls(t) => t.alpn_protocol() == Some(b"h2"),
+            Conn::Ktls(k) => k.h2,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod http1;
+pub mod http2;
 pub mod io;
 pub mod ktls;
 pub mod l4;

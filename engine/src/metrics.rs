@@ -155,6 +155,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "HTTP requests answered, by listener, route, cluster and status class.",
     ),
     (
+        "ringmesh_grpc_responses_total",
+        "counter",
+        "gRPC calls answered, by listener, route, cluster and grpc-status (from the trailers, or the proxy's own answer).",
+    ),
+    (
+        "ringmesh_http2_goaway_abuse_total",
+        "counter",
+        "Downstream HTTP/2 connections closed with GOAWAY(ENHANCE_YOUR_CALM), by listener and abuse (rapid_reset, control_flood).",
+    ),
+    (
         "ringmesh_authz_allowed_total",
         "counter",
         "Requests (HTTP) or connections (TCP) an ALLOW policy admitted, per listener and policy.",

@@ -97,7 +97,11 @@ pub struct EpochLocal {
     registry: Arc<Registry>,
     requests: RefCell<FxHashMap<RequestKey, Arc<Counter>>>,
     authz: RefCell<FxHashMap<AuthzKey, Arc<Counter>>>,
+    grpc: RefCell<FxHashMap<GrpcKey, Arc<Counter>>>,
 }
+
+/// (listener index, route id, cluster index, grpc-status); `u32::MAX` for none.
+type GrpcKey = (u32, u32, u32, u32);
 
 /// (listener index, policy index or `u32::MAX` for "no ALLOW matched", allowed).
 type AuthzKey = (u32, u32, bool);
@@ -148,6 +152,40 @@ impl EpochLocal {
             })
             .inc();
         d
+    }
+
+    /// Counts one answered gRPC call by its grpc-status:
+    /// `ringmesh_grpc_responses_total{listener,route,cluster,grpc_status}`.
+    pub fn count_grpc(
+        &self,
+        listener: usize,
+        route: Option<&Route>,
+        cluster: Option<usize>,
+        status: u32,
+    ) {
+        let key = (
+            listener as u32,
+            route.map_or(u32::MAX, |r| r.id),
+            cluster.map_or(u32::MAX, |c| c as u32),
+            status,
+        );
+        let mut m = self.grpc.borrow_mut();
+        m.entry(key)
+            .or_insert_with(|| {
+                let l = &self.config.listeners[listener].name;
+                let r = route.map_or("", |r| &r.name);
+                let c = cluster.map_or("", |c| &self.config.clusters[c].name);
+                self.registry.counter(
+                    "ringmesh_grpc_responses_total",
+                    format!(
+                        "listener=\"{}\",route=\"{}\",cluster=\"{}\",grpc_status=\"{status}\"",
+                        label(l),
+                        label(r),
+                        label(c)
+                    ),
+                )
+            })
+            .inc();
     }
 
     /// Counts one answered request.
@@ -221,6 +259,7 @@ impl Worker {
                 registry,
                 requests: RefCell::default(),
                 authz: RefCell::default(),
+                grpc: RefCell::default(),
             })),
             clusters: RefCell::default(),
             cluster_stats: RefCell::default(),
@@ -299,6 +338,7 @@ impl Worker {
             registry: self.registry.clone(),
             requests: RefCell::default(),
             authz: RefCell::default(),
+            grpc: RefCell::default(),
         });
     }
 
@@ -410,6 +450,17 @@ impl Worker {
                 };
                 match (conn, &epoch.config.listeners[idx].kind) {
                     (None, _) => {}
+                    (Some(conn), ListenerKind::Http(_)) if conn.alpn_h2() => {
+                        Box::pin(crate::http2::serve(
+                            w.clone(),
+                            epoch,
+                            idx,
+                            conn,
+                            peer,
+                            Vec::new(),
+                        ))
+                        .await
+                    }
                     (Some(conn), ListenerKind::Http(_)) => {
                         crate::http1::serve(w.clone(), epoch, idx, conn, peer).await
                     }

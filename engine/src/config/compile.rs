@@ -405,15 +405,18 @@ fn cluster_tls(
             e,
         )?);
     }
-    let config = match identity {
-        Some(id) => Some(
-            id.client_config(&m.identity)
-                .or_else(|e| err(format!("{f}.mtls"), e))?,
-        ),
-        None => None,
+    let (config, config_h2) = match identity {
+        Some(id) => {
+            let (h1, h2) = id
+                .client_configs(&m.identity)
+                .or_else(|e| err(format!("{f}.mtls"), e))?;
+            (Some(h1), Some(h2))
+        }
+        None => (None, None),
     };
     Ok(crate::tls::UpstreamTls {
         config,
+        config_h2,
         server_name,
         expected: m.identity.as_str().into(),
         plaintext,

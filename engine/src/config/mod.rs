@@ -8,7 +8,7 @@ pub mod model;
 
 use std::path::Path;
 
-pub use compile::{Cluster, Config, Limits, Listener, ListenerKind};
+pub use compile::{Cluster, Config, Http2Limits, Limits, Listener, ListenerKind};
 
 pub use ringmesh_yaml::ConfigError;
 

@@ -187,7 +187,7 @@ pub enum Method {
 
 impl Method {
     /// Methods are case-sensitive (RFC 9110 §9.1), so "get" is `Other`.
-    fn from_token(token: &[u8]) -> Self {
+    pub fn from_token(token: &[u8]) -> Self {
         match token {
             b"GET" => Self::Get,
             b"HEAD" => Self::Head,

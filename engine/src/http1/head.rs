@@ -26,7 +26,7 @@ fn in_list(list: &[Box<[u8]>], name: &[u8]) -> bool {
     list.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -23,6 +23,7 @@ mod body;
 pub mod codec;
 mod head;
 mod local;
+mod to_h2;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -32,6 +33,7 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use self::body::BodyError;
 use self::codec::{BodyFraming, HeadError, Method, RequestHead, ResponseHead};
+pub use self::local::reason_phrase;
 use self::local::LocalError;
 use crate::access_log::Entry;
 use crate::config::ListenerKind;
@@ -87,6 +89,9 @@ struct Conn {
 
 enum HeadRead {
     Head(RequestHead),
+    /// The client's first bytes are the HTTP/2 preface (h2c with prior
+    /// knowledge): the connection moves to the HTTP/2 server.
+    Http2,
     /// Closed, idle timeout, or drain: nothing to answer.
     Gone,
     Refuse(LocalError),
@@ -95,6 +100,8 @@ enum HeadRead {
 /// What became of the downstream connection after a request.
 enum Next {
     KeepAlive,
+    /// h2c prior knowledge: serve the connection as HTTP/2.
+    Http2,
     Close,
     /// Close after reading what the client still sends (error answers).
     LingerClose,
@@ -162,6 +169,21 @@ pub async fn serve(
                 Box::pin(c.tunnel(up, ubuf)).await;
                 return;
             }
+            Next::Http2 => {
+                let epoch = c.worker.current();
+                let Some(l) = epoch.listener_at(c.listener_addr) else {
+                    return;
+                };
+                let Conn {
+                    worker,
+                    stream,
+                    buf,
+                    peer,
+                    ..
+                } = c;
+                Box::pin(crate::http2::serve(worker, epoch, l, stream, peer, buf)).await;
+                return;
+            }
         }
     }
     let buf = std::mem::take(&mut c.buf);
@@ -223,6 +245,7 @@ impl Conn {
         self.listener = listener;
         let head = match self.read_head(&epoch.config.limits).await {
             HeadRead::Head(h) => h,
+            HeadRead::Http2 => return Next::Http2,
             HeadRead::Gone => return Next::Close,
             HeadRead::Refuse(e) => {
                 epoch.count_request(self.listener, None, None, e.status());
@@ -249,7 +272,11 @@ impl Conn {
             max_headers: limits.max_headers,
         };
         loop {
-            if !self.buf.is_empty() {
+            if self.first && crate::http2::preface_prefix(&self.buf) {
+                if self.buf.len() >= crate::http2::PREFACE.len() {
+                    return HeadRead::Http2;
+                }
+            } else if !self.buf.is_empty() {
                 match codec::parse_request_head(&self.buf, &codec_limits, &mut self.req_headers) {
                     Ok(Some(h)) => return HeadRead::Head(h),
                     Ok(None) => {}
@@ -554,6 +581,22 @@ impl Conn {
                 )
                 .await;
         };
+        if head.upgrade.is_none()
+            && crate::http2::upstream_h2(&cs, ep.addr, crate::http2::Proto::Http1)
+        {
+            let r = to_h2::H1Req {
+                epoch,
+                head,
+                route,
+                fwd,
+                cs: &cs,
+                cluster_idx,
+                start,
+                request_id: &request_id,
+                info,
+            };
+            return Box::pin(self.forward_h2(r, ep)).await;
+        }
         let next = self
             .exchange(
                 epoch,
@@ -1055,7 +1098,7 @@ async fn read_response_head(
 }
 
 /// 32 lower-case hex digits from the worker's RNG.
-fn generate_request_id(out: &mut [u8; 32]) -> &[u8] {
+pub(crate) fn generate_request_id(out: &mut [u8; 32]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let v = fastrand::u128(..);
     for (i, b) in out.iter_mut().enumerate() {

@@ -52,7 +52,10 @@ impl DownstreamTls {
 #[derive(Debug)]
 pub struct UpstreamTls {
     /// None while the proxy waits for its certificate: connections fail.
+    /// Offers ALPN `http/1.1` (HTTP/1.1 Upgrade requests to mesh peers).
     pub config: Option<Arc<ClientConfig>>,
+    /// The same, offering ALPN `h2`: the mesh hop.
+    pub config_h2: Option<Arc<ClientConfig>>,
     pub server_name: ServerName<'static>,
     /// The SPIFFE ID the peer must present (checked in the verifier).
     pub expected: Arc<str>,
@@ -156,9 +159,12 @@ pub fn hand_off(tls: TlsStream, ktls: bool) -> Result<crate::conn::Conn, String>
         return Ok(Conn::Tls(Box::new(tls)));
     }
     let peer = tls.peer_identity().cloned();
+    let h2 = tls.alpn_protocol() == Some(b"h2");
     let (tcp, conn) = tls.into_parts();
     match crate::ktls::offload(tcp, conn) {
-        Ok((k, plaintext)) => Ok(Conn::Ktls(Box::new(KtlsConn::new(k, plaintext, peer)))),
+        Ok((k, plaintext)) => Ok(Conn::Ktls(Box::new(
+            KtlsConn::new(k, plaintext, peer).with_h2(h2),
+        ))),
         Err(crate::ktls::OffloadError::Declined(d)) => Ok(Conn::Tls(Box::new(
             TlsStream::from_parts(d.tcp, d.conn, peer),
         ))),
@@ -272,10 +278,26 @@ impl MeshIdentity {
             .map_err(|e| e.to_string())?;
         c.send_tls13_tickets = 0;
         c.enable_secret_extraction = true;
+        // The mesh hop speaks HTTP/2; HTTP/1.1 for Upgrade requests and for
+        // peers that offer no ALPN.
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(c))
     }
 
     /// Outbound to a mesh cluster whose proxies must be `expected`.
+    /// (ALPN http/1.1, ALPN h2) client configs that present our SVID and
+    /// require `expected` from the server.
+    pub fn client_configs(
+        &self,
+        expected: &str,
+    ) -> Result<(Arc<ClientConfig>, Arc<ClientConfig>), String> {
+        let mut h1 = Arc::unwrap_or_clone(self.client_config(expected)?);
+        let mut h2 = h1.clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        h2.alpn_protocols = vec![b"h2".to_vec()];
+        Ok((Arc::new(h1), Arc::new(h2)))
+    }
+
     pub fn client_config(&self, expected: &str) -> Result<Arc<ClientConfig>, String> {
         let p = provider::provider();
         let verifier =
@@ -381,7 +403,7 @@ pub fn edge_server_config(f: &str, t: &model::ListenerTls) -> CResult<Arc<Server
     // user space: `ktls::offload` declines them before touching anything).
     c.enable_secret_extraction = crate::ktls::wanted();
     c.alpn_protocols = if t.alpn.is_empty() {
-        vec![b"http/1.1".to_vec()]
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect()
     };

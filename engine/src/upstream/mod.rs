@@ -132,13 +132,18 @@ pub enum ConnectError {
 /// and counts the failure kinds. Endpoints of an mTLS cluster (other than its
 /// plaintext ones) get the TLS handshake too, under the same timeout again.
 pub async fn connect(cs: &ClusterState, ep: &Endpoint) -> Result<Conn, ConnectError> {
+    connect_for(cs, ep, false).await
+}
+
+/// [`connect`], offering ALPN `h2` (true) or `http/1.1` in a TLS handshake.
+pub async fn connect_for(cs: &ClusterState, ep: &Endpoint, h2: bool) -> Result<Conn, ConnectError> {
     let attempt = monoio::net::TcpStream::connect_addr(ep.addr);
     match monoio::time::timeout(cs.config.connect_timeout, attempt).await {
         Ok(Ok(s)) => {
             // Small heads and responses must not wait for Nagle.
             let _ = s.set_nodelay(true);
             match &cs.config.tls {
-                Some(t) if t.applies_to(ep.addr) => handshake(cs, ep, t, s).await,
+                Some(t) if t.applies_to(ep.addr) => handshake(cs, ep, t, s, h2).await,
                 _ => {
                     ep.connect_ok();
                     Ok(Conn::Plain(s))
@@ -164,10 +169,11 @@ async fn handshake(
     ep: &Endpoint,
     t: &crate::tls::UpstreamTls,
     s: monoio::net::TcpStream,
+    h2: bool,
 ) -> Result<Conn, ConnectError> {
     let stats = cs.stats.tls.as_ref();
     let ktls = crate::ktls::wanted();
-    let Some(config) = &t.config else {
+    let Some(config) = (if h2 { &t.config_h2 } else { &t.config }) else {
         return Err(ConnectError::Tls(
             "this proxy has no mesh certificate yet".into(),
         ));

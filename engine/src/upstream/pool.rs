@@ -20,6 +20,8 @@ pub struct Endpoint {
     /// Set after a connect failure: the load balancer passes this endpoint
     /// over until then (unless every endpoint is down).
     down_until: Cell<Option<Instant>>,
+    /// Multiplexed HTTP/2 connections to this endpoint.
+    pub h2: crate::http2::client::Pool,
 }
 
 /// Ejection after the first connect failure; doubles per consecutive failure.
@@ -34,6 +36,7 @@ impl Endpoint {
             active: Cell::new(0),
             failures: Cell::new(0),
             down_until: Cell::new(None),
+            h2: Default::default(),
         }
     }
 
@@ -48,6 +51,7 @@ impl Endpoint {
             .min(EJECT_MAX);
         self.down_until.set(Some(Instant::now() + backoff));
         self.idle.borrow_mut().clear();
+        self.h2.clear();
     }
 
     pub fn connect_ok(&self) {
@@ -114,6 +118,7 @@ impl Endpoint {
     }
 
     pub fn sweep(&self, idle_timeout: Duration) {
+        self.h2.sweep(idle_timeout);
         let mut idle = self.idle.borrow_mut();
         // Oldest are at the front.
         while idle

@@ -1,0 +1,342 @@
+//! An HTTP/1.1 request forwarded to an HTTP/2 upstream: the mesh hop to
+//! another ringmesh proxy, or a cluster with `protocol: http2`.
+//!
+//! The upstream head is built by the same code as for HTTP/1.1 upstreams
+//! (so every edit — x-forwarded-*, x-request-id, XFCC, the route's header
+//! changes, prefix rewrite — is identical) and then read back into an HTTP/2
+//! request. The body is de-chunked into DATA frames; the response goes back
+//! as HTTP/1.1, chunked when its length is unknown, with its trailers in the
+//! chunked trailer section.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+use monoio::io::AsyncWriteRent;
+
+use super::codec::{BodyFraming, Method, RequestHead};
+use super::local::LocalError;
+use super::{head, Conn, InFlight, Next, ReqInfo};
+use crate::router::{Forward, Route};
+use crate::upstream::{ClusterState, Endpoint};
+use crate::worker::EpochLocal;
+
+pub(super) struct H1Req<'a> {
+    pub epoch: &'a Rc<EpochLocal>,
+    pub head: &'a RequestHead,
+    pub route: &'a Route,
+    pub fwd: &'a Forward,
+    pub cs: &'a Rc<ClusterState>,
+    pub cluster_idx: usize,
+    pub start: Instant,
+    pub request_id: &'a [u8],
+    pub info: &'a Option<ReqInfo>,
+}
+
+/// The request head as an HTTP/2 request, from the HTTP/1.1 bytes we would
+/// have sent upstream.
+fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<()>> {
+    let mut slots = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut slots);
+    let httparse::Status::Complete(_) = req.parse(h1).ok()? else {
+        return None;
+    };
+    let mut authority = "localhost";
+    let mut b = http::Request::builder()
+        .method(req.method?)
+        .version(http::Version::HTTP_2);
+    let h = b.headers_mut()?;
+    for f in req.headers.iter() {
+        let name = f.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            authority = std::str::from_utf8(f.value).ok()?;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") || name.eq_ignore_ascii_case(b"te") {
+            continue;
+        }
+        h.append(
+            HeaderName::from_bytes(name).ok()?,
+            HeaderValue::from_bytes(f.value).ok()?,
+        );
+    }
+    crate::http2::strip_hop_by_hop(h);
+    if mesh_hop {
+        h.insert(
+            crate::http2::ORIG_PROTO,
+            HeaderValue::from_static("HTTP/1.1"),
+        );
+    }
+    if authority.is_empty() {
+        authority = "localhost";
+    }
+    let uri = format!("{scheme}://{authority}{}", req.path?);
+    b.uri(uri).body(()).ok()
+}
+
+impl Conn {
+    /// Forwards the request to an HTTP/2 upstream and answers in HTTP/1.1.
+    pub(super) async fn forward_h2(&mut self, r: H1Req<'_>, first: Rc<Endpoint>) -> Next {
+        let H1Req {
+            epoch,
+            head,
+            route,
+            fwd,
+            cs,
+            cluster_idx,
+            start,
+            request_id,
+            info,
+        } = r;
+        let rewrite = match (&route.path, &fwd.prefix_rewrite) {
+            (crate::router::PathMatcher::Prefix(p), Some(new)) => Some((p.len(), &**new)),
+            _ => None,
+        };
+        let mut up_head = Vec::with_capacity(head.head_len + 256);
+        head::upstream_request(
+            &mut up_head,
+            &self.buf,
+            head,
+            &head::RequestEdits {
+                route,
+                rewrite,
+                client_ip: &self.client_ip,
+                request_id,
+                strip_expect: head.expect_continue,
+                xfcc: self.xfcc.as_deref(),
+                https: self.stream.is_tls() && self.xfcc.is_none(),
+            },
+        );
+        self.consume_head(head);
+        let mut ep = InFlight::new(first);
+        let fail = |e: LocalError| super::Failure {
+            error: e,
+            cluster: Some(cluster_idx),
+        };
+        let limits = epoch.config.limits.http2.clone();
+        let deadline = Instant::now() + fwd.timeout;
+
+        // Connect (one failover: nothing was sent) and send the head.
+        let mut failover_left = 1u8;
+        let (mut send, slot, mesh_hop) = loop {
+            let acquired = monoio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                crate::http2::client::acquire(cs, &ep, &limits),
+            )
+            .await;
+            match acquired {
+                Ok(Ok((send, slot))) => {
+                    let tls = cs
+                        .config
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.applies_to(ep.addr));
+                    break (send, slot, tls);
+                }
+                Ok(Err(e)) => {
+                    if failover_left > 0 {
+                        if let Some(o) = cs.pick_other(&ep) {
+                            failover_left -= 1;
+                            ep.switch(o.clone());
+                            continue;
+                        }
+                    }
+                    let le = match e {
+                        crate::upstream::ConnectError::Tls(_) => LocalError::UpstreamTls,
+                        _ => LocalError::ConnectFailed,
+                    };
+                    return self
+                        .fail(epoch, head, route, fail(le), start, request_id, info)
+                        .await;
+                }
+                Err(_) => {
+                    return self
+                        .fail(
+                            epoch,
+                            head,
+                            route,
+                            fail(LocalError::UpstreamTimeout),
+                            start,
+                            request_id,
+                            info,
+                        )
+                        .await
+                }
+            }
+        };
+        let scheme = if mesh_hop { "https" } else { "http" };
+        let Some(req) = to_request(&up_head, scheme, mesh_hop) else {
+            return self
+                .fail(
+                    epoch,
+                    head,
+                    route,
+                    fail(LocalError::BadRequest),
+                    start,
+                    request_id,
+                    info,
+                )
+                .await;
+        };
+        let eos = head.framing == BodyFraming::None;
+        let (resp_fut, mut tx) = match send.send_request(req, eos) {
+            Ok(x) => x,
+            Err(_) => {
+                slot.broken();
+                return self
+                    .fail(
+                        epoch,
+                        head,
+                        route,
+                        fail(LocalError::UpstreamReset),
+                        start,
+                        request_id,
+                        info,
+                    )
+                    .await;
+            }
+        };
+        if !eos {
+            if head.expect_continue && self.buf.is_empty() {
+                let (ok, _) = self.send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                if !ok {
+                    return Next::Close;
+                }
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let (res, rest) =
+                crate::http2::proxy::h1_body_to_h2(&mut self.stream, buf, head.framing, &mut tx)
+                    .await;
+            self.buf = rest;
+            if res.is_err() {
+                tx.send_reset(h2::Reason::CANCEL);
+                epoch.count_request(self.listener, Some(route), Some(cluster_idx), 400);
+                self.log(info, 400, 0, start, None, &route.name, request_id);
+                return Next::Close;
+            }
+        }
+        drop(tx);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let resp = match monoio::time::timeout(left, resp_fut).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                if e.is_io() || e.is_go_away() {
+                    slot.broken();
+                }
+                return self
+                    .fail(
+                        epoch,
+                        head,
+                        route,
+                        fail(LocalError::UpstreamReset),
+                        start,
+                        request_id,
+                        info,
+                    )
+                    .await;
+            }
+            Err(_) => {
+                return self
+                    .fail(
+                        epoch,
+                        head,
+                        route,
+                        fail(LocalError::UpstreamTimeout),
+                        start,
+                        request_id,
+                        info,
+                    )
+                    .await
+            }
+        };
+        let (parts, mut body) = resp.into_parts();
+        let status = parts.status.as_u16();
+        let no_body = head.method == Method::Head
+            || status == 204
+            || status == 304
+            || (100..200).contains(&status);
+        let has_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
+        let eos = body.is_end_stream();
+        let chunked = !no_body && !eos && !has_length && head.version_minor == 1;
+        let until_close = !no_body && !eos && !has_length && !chunked;
+        let close = !head.keep_alive || until_close || self.worker.drain.is_fired();
+
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(super::reason_phrase(status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut headers = parts.headers;
+        crate::http2::strip_hop_by_hop(&mut headers);
+        headers.remove(http::header::TE);
+        for n in &route.response_headers_to_remove {
+            if let Ok(n) = HeaderName::from_bytes(n) {
+                headers.remove(n);
+            }
+        }
+        for (n, v) in &headers {
+            head::put_header(&mut out, n.as_str().as_bytes(), v.as_bytes());
+        }
+        for (n, v) in &route.response_headers_to_add {
+            head::put_header(&mut out, n, v);
+        }
+        if chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        } else if eos && !has_length && !no_body {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let head_bytes = out.len() as u64;
+        let (ok, _) = self.send(out).await;
+        if !ok {
+            epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
+            return Next::Close;
+        }
+        let mut sent = head_bytes;
+        if !no_body && !eos {
+            match crate::http2::proxy::h2_body_to_h1(&mut body, &mut self.stream, chunked).await {
+                Ok(n) => {
+                    self.stats.tx.add(n);
+                    sent += n;
+                }
+                Err(_) => {
+                    epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
+                    self.log(
+                        info,
+                        status,
+                        sent,
+                        start,
+                        Some(ep.addr),
+                        &route.name,
+                        request_id,
+                    );
+                    return Next::Close;
+                }
+            }
+        } else if !eos {
+            // HEAD / 204 / 304 with a body from the upstream: drop it.
+            drop(body);
+        }
+        drop(slot);
+        cs.stats.duration.observe(start.elapsed());
+        epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
+        self.log(
+            info,
+            status,
+            sent,
+            start,
+            Some(ep.addr),
+            &route.name,
+            request_id,
+        );
+        if close {
+            let _ = self.stream.shutdown().await;
+            return Next::Close;
+        }
+        self.after(head, true)
+    }
+}
