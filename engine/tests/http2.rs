@@ -11,7 +11,7 @@ use common::pki::{dns, Pki};
 use common::*;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A listener `web` on `port`, route `r` (prefix /) to cluster `c` at
@@ -735,8 +735,4 @@ fn sigterm_sends_goaway_and_in_flight_streams_finish() {
     let st = p.wait_exit(Duration::from_secs(7));
     assert_eq!(st.and_then(|s| s.code()), Some(0), "exit: {st:?}");
     eprintln!("drained in {:?}", t.elapsed());
-    assert!(
-        TcpStream::connect_timeout(&local(port), Duration::from_secs(1)).is_err(),
-        "the listener is closed"
-    );
 }
