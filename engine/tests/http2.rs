@@ -496,6 +496,89 @@ clusters:
     );
 }
 
+/// Rapid reset of streams the proxy has already taken (each reached the
+/// upstream before its RST_STREAM): the h2 crate's own limit on resets of
+/// not-yet-accepted streams does not apply, the proxy's count (200 per 10 s)
+/// does.
+#[test]
+fn rapid_reset_of_accepted_streams_gets_goaway_after_the_limit() {
+    const BATCH: u32 = 50;
+    let hold = hold_upstream();
+    let port = free_port();
+    let _p = Proxy::start(&config(port, hold.addr, "http1", "", ""));
+    let mut c = h2(local(port));
+    let mut seen = Seen::default();
+    let mut resets = 0u32;
+    let mut next_id = 1u32;
+    let mut stalled = String::new();
+    let t = Instant::now();
+    while resets < 1000 && seen.goaway().is_none() && !seen.closed {
+        let ids: Vec<u32> = (0..BATCH).map(|k| next_id + 2 * k).collect();
+        next_id += 2 * BATCH;
+        let mut out = Vec::new();
+        for id in &ids {
+            out.extend_from_slice(&headers_frame(
+                *id,
+                &request_headers("GET", "/hold", &[]),
+                true,
+            ));
+        }
+        let before = hold.accepted();
+        if c.write(&out).is_err() {
+            break;
+        }
+        // All of them in flight at the upstream: the proxy accepted the streams.
+        let in_flight = wait_until(Duration::from_secs(3), || {
+            hold.accepted() >= before + BATCH as usize
+        });
+        if !in_flight {
+            stalled = format!(
+                "; after {resets} resets the proxy stopped taking streams ({} of {BATCH} reached the upstream in 3 s)",
+                hold.accepted() - before
+            );
+            break;
+        }
+        let mut out = Vec::new();
+        for id in &ids {
+            out.extend_from_slice(&rst_frame(*id, code::CANCEL));
+        }
+        if c.write(&out).is_err() {
+            break;
+        }
+        resets += BATCH;
+        let got = c
+            .read_until(Duration::from_millis(100), |f| f.goaway().is_some())
+            .unwrap_or_default();
+        seen.frames.extend(got.frames);
+        seen.closed |= got.closed;
+    }
+    if !seen.closed {
+        let rest = c.read_to_close(Duration::from_secs(5)).unwrap_or_default();
+        seen.frames.extend(rest.frames);
+        seen.closed = rest.closed;
+    }
+    eprintln!(
+        "{resets} resets of accepted streams in {:?}: {}",
+        t.elapsed(),
+        seen.describe()
+    );
+    assert_eq!(
+        seen.goaway().map(|g| g.1),
+        Some(code::ENHANCE_YOUR_CALM),
+        "{resets} rapid resets of accepted streams: expected GOAWAY(ENHANCE_YOUR_CALM){stalled}; {}",
+        seen.describe()
+    );
+    assert!(
+        (200..=300).contains(&resets),
+        "GOAWAY after {resets} rapid resets; the limit is 200"
+    );
+    assert!(
+        seen.closed,
+        "the connection must close: {}",
+        seen.describe()
+    );
+}
+
 #[test]
 fn endless_continuation_is_cut_off() {
     let up = Upstream::start("app");
