@@ -1193,34 +1193,26 @@ pub async fn h1_body_to_h2(
 }
 
 /// The trailer section at the end of a finished chunked body's bytes (the
-/// fields after the last-chunk line), if any.
+/// field lines between the last-chunk line and the final empty line).
 fn trailer_section(consumed: &[u8]) -> Vec<u8> {
-    // The body ends "0\r\n" [fields] "\r\n"; find the last "0\r\n" chunk
-    // line that starts a line.
-    let end = consumed.len();
-    let mut i = end.saturating_sub(2);
-    // Walk back over trailer lines to the last-chunk line.
-    while i > 0 {
-        let line_start = consumed[..i]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let line = &consumed[line_start..i];
+    let body = consumed.strip_suffix(b"\r\n").unwrap_or(consumed);
+    let mut fields: Vec<&[u8]> = Vec::new();
+    for line in body.split(|&b| b == b'\n').rev() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.first() == Some(&b'0')
-            && line
-                .iter()
-                .all(|b| *b == b'0' || *b == b';' || b.is_ascii_graphic() || *b == b' ')
-            && !line.contains(&b':')
-        {
-            return consumed[i + 1..end].to_vec();
+        if line.is_empty() {
+            continue;
         }
-        if line_start == 0 {
+        if !line.contains(&b':') {
             break;
         }
-        i = line_start - 1;
+        fields.push(line);
     }
-    Vec::new()
+    let mut out = Vec::new();
+    for f in fields.iter().rev() {
+        out.extend_from_slice(f);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 fn parse_trailers(b: &[u8]) -> Option<HeaderMap> {

@@ -505,8 +505,8 @@ fn durations_are_checked() {
 }
 
 #[test]
-fn unsupported_protocols_are_refused() {
-    for (p, name) in [(pb::Protocol::Http2, "HTTP2"), (pb::Protocol::Grpc, "GRPC")] {
+fn http2_and_grpc_listeners_are_http_listeners() {
+    for p in [pb::Protocol::Http2, pb::Protocol::Grpc] {
         let mut l = pb::Listener {
             name: "h2".into(),
             address: "127.0.0.1:15002".into(),
@@ -522,11 +522,51 @@ fn unsupported_protocols_are_refused() {
                 vec![("h2", PbKind::Listener(l))],
             )],
         );
-        assert_eq!(
-            compile(&s).unwrap_err(),
-            format!("listener \"h2\": protocol {name} is not supported yet")
+        let c = compile(&s).unwrap();
+        let l = c.listeners.iter().find(|l| &*l.name == "h2").unwrap();
+        assert!(
+            matches!(l.kind, crate::config::ListenerKind::Http(_)),
+            "{p:?}"
         );
     }
+}
+
+#[test]
+fn a_cluster_protocol_is_translated_and_an_unknown_one_refused() {
+    let mut s = base();
+    let c = compile(&s).unwrap();
+    assert!(c
+        .clusters
+        .iter()
+        .all(|c| c.protocol == model::UpstreamProtocol::Http1));
+    let mut cl = pb::Cluster {
+        name: "grpc".into(),
+        ..Default::default()
+    };
+    cl.set_protocol(pb::UpstreamProtocol::Http2);
+    s = apply_all(
+        s,
+        &[response(
+            Kind::Cluster,
+            "c2",
+            vec![("grpc", PbKind::Cluster(cl.clone()))],
+        )],
+    );
+    let c = compile(&s).unwrap();
+    let g = c.clusters.iter().find(|c| &*c.name == "grpc").unwrap();
+    assert_eq!(g.protocol, model::UpstreamProtocol::Http2);
+    cl.protocol = 9;
+    let s = apply_all(
+        base(),
+        &[response(
+            Kind::Cluster,
+            "c3",
+            vec![("grpc", PbKind::Cluster(cl))],
+        )],
+    );
+    assert!(compile(&s)
+        .unwrap_err()
+        .contains("protocol: unknown value 9"));
 }
 
 #[test]
