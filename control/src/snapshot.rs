@@ -14,7 +14,7 @@ use crate::mesh::{
     HeaderMatchKind, MtlsMode, PathMatch, Policy, PolicyAction, Protocol, Service, ServiceKey,
 };
 use crate::node::NodeInfo;
-use crate::world::{duration, rule_for, ClusterRef, Hashed, World};
+use crate::world::{duration, inbound_protocol, rule_for, ClusterRef, Hashed, World};
 
 /// Every type, in push order.
 pub const TYPES: [ResourceType; 6] = [
@@ -262,6 +262,8 @@ pub fn mtls_mode(m: MtlsMode) -> v1::MtlsMode {
 fn protocol(p: Protocol) -> v1::Protocol {
     match p {
         Protocol::Http => v1::Protocol::Http,
+        Protocol::Http2 => v1::Protocol::Http2,
+        Protocol::Grpc => v1::Protocol::Grpc,
         Protocol::Tcp => v1::Protocol::Tcp,
     }
 }
@@ -290,6 +292,7 @@ fn inbound(
                 name: name.clone(),
                 lb_policy: v1::LbPolicy::RoundRobin as i32,
                 connect_timeout: svc.connect_timeout.map(duration),
+                protocol: inbound_protocol(port.protocol) as i32,
                 ..Default::default()
             }),
         );
@@ -312,7 +315,7 @@ fn inbound(
         else {
             continue;
         };
-        let http = port.protocol == Protocol::Http;
+        let http = port.protocol.is_http();
         put(
             &mut b.listeners,
             name.clone(),
@@ -395,7 +398,7 @@ fn outbound(b: &mut Builder, world: &World, svc: &Service, node: &NodeInfo) {
         let first_http = t
             .ports
             .iter()
-            .find(|p| p.protocol == Protocol::Http)
+            .find(|p| p.protocol.is_http())
             .map(|p| p.port);
         for p in &t.ports {
             let own = ClusterRef {
@@ -406,7 +409,7 @@ fn outbound(b: &mut Builder, world: &World, svc: &Service, node: &NodeInfo) {
             let own_name = own.name();
             refs.insert(own_name.clone(), own);
             match p.protocol {
-                Protocol::Http => {
+                Protocol::Http | Protocol::Http2 | Protocol::Grpc => {
                     let short = short_owner.get(t.key.name.as_str()) == Some(&&t.key);
                     let mut routes = Vec::new();
                     if let Some(rule) = rule_for(&world.mesh, &t.key, p.port) {
@@ -502,7 +505,7 @@ fn outbound(b: &mut Builder, world: &World, svc: &Service, node: &NodeInfo) {
 }
 
 /// `NAME`, `NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.TD`, each with `:port`,
-/// and without the port too for the service's first HTTP port.
+/// and without the port too for the service's first HTTP-family port.
 fn domains(key: &ServiceKey, td: &str, port: u16, first_http: bool, short: bool) -> Vec<String> {
     let (n, ns) = (&key.name, &key.namespace);
     let mut bases = Vec::with_capacity(4);

@@ -181,7 +181,8 @@ impl World {
 
     /// The cluster a split destination of the rule for (`rule_service`,
     /// `port`) sends to: the same port of the rule's own service; on another
-    /// service its port with the same number, else its first HTTP port.
+    /// service its port with the same number, else its first HTTP-family
+    /// (http, http2, grpc) port.
     pub fn resolve(
         &self,
         rule_service: &ServiceKey,
@@ -193,11 +194,7 @@ impl World {
             if &dest.service == rule_service || target.ports.iter().any(|p| p.port == port) {
                 port
             } else {
-                target
-                    .ports
-                    .iter()
-                    .find(|p| p.protocol == Protocol::Http)?
-                    .port
+                target.ports.iter().find(|p| p.protocol.is_http())?.port
             };
         if let Some(subset) = &dest.subset {
             target.subsets.iter().find(|s| &s.name == subset)?;
@@ -211,7 +208,7 @@ impl World {
 
     fn build_cluster(&self, r: &ClusterRef) -> Option<Arc<Hashed>> {
         let svc = self.service(&r.service)?;
-        svc.ports.iter().find(|p| p.port == r.port)?;
+        let port = svc.ports.iter().find(|p| p.port == r.port)?;
         let name = r.name();
         let cluster = v1::Cluster {
             name: name.clone(),
@@ -223,8 +220,7 @@ impl World {
                 "spiffe://{}/ns/{}/sa/{}",
                 self.mesh.trust_domain, svc.key.namespace, svc.key.name
             ),
-            // Set from the port's protocol by the control-plane HTTP/2 work.
-            protocol: 0,
+            protocol: outbound_protocol(port.protocol) as i32,
         };
         Some(Hashed::new(v1::Resource {
             name,
@@ -291,11 +287,11 @@ impl World {
     }
 }
 
-/// The HTTP ports of `svc` a traffic rule applies to.
+/// The HTTP-family ports of `svc` a traffic rule applies to.
 pub fn rule_ports(svc: &Service, rule: &TrafficRule) -> Vec<u16> {
     svc.ports
         .iter()
-        .filter(|p| p.protocol == Protocol::Http && rule.port.is_none_or(|want| want == p.port))
+        .filter(|p| p.protocol.is_http() && rule.port.is_none_or(|want| want == p.port))
         .map(|p| p.port)
         .collect()
 }
@@ -312,6 +308,30 @@ pub fn rule_for<'m>(mesh: &'m Mesh, svc: &ServiceKey, port: u16) -> Option<&'m T
         }
     }
     any_port
+}
+
+/// The HTTP version a caller's proxy speaks to a service port's endpoints
+/// outside the mesh (static endpoints): HTTP/2 (h2c prior knowledge in
+/// plaintext) for http2 and grpc, HTTP/1.1 for http. Endpoints that are
+/// ringmesh proxies (`mtls`) are spoken to in HTTP/2 whatever this says: the
+/// engine upgrades the mesh hop itself. Meaningless for tcp.
+pub fn outbound_protocol(p: Protocol) -> v1::UpstreamProtocol {
+    match p {
+        Protocol::Http2 | Protocol::Grpc => v1::UpstreamProtocol::Http2,
+        Protocol::Http | Protocol::Tcp => v1::UpstreamProtocol::Http1,
+    }
+}
+
+/// The HTTP version a proxy speaks to its own application (the inbound
+/// cluster): http2 and grpc apps get HTTP/2 (h2c prior knowledge); an http
+/// app gets HTTP/1.1 whatever its client spoke (Istio's meaning of `http`):
+/// an app that declared `http` may well speak nothing else. `auto` (what the
+/// original client spoke) remains for static configs.
+pub fn inbound_protocol(p: Protocol) -> v1::UpstreamProtocol {
+    match p {
+        Protocol::Http2 | Protocol::Grpc => v1::UpstreamProtocol::Http2,
+        Protocol::Http | Protocol::Tcp => v1::UpstreamProtocol::Http1,
+    }
 }
 
 pub fn lb_policy(p: LbPolicy) -> v1::LbPolicy {

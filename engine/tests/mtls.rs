@@ -400,8 +400,9 @@ fn edge_tls_picks_certificate_by_sni_and_negotiates_alpn() {
             &format!("https://{host}:{port}/edge"),
         ]);
         assert!(ok(&r), "{host}: {}", r.stderr);
+        // Without `tls.alpn`, an edge listener offers h2 then http/1.1.
         assert!(
-            r.stderr.contains("ALPN: server accepted http/1.1"),
+            r.stderr.contains("ALPN: server accepted h2"),
             "{host}: {}",
             r.stderr
         );
@@ -411,6 +412,23 @@ fn edge_tls_picks_certificate_by_sni_and_negotiates_alpn() {
     }
     let seen = app.last_request("/edge").unwrap();
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    // A client that offers only http/1.1 gets it.
+    let r = curl(&[
+        "-sS",
+        "-v",
+        "--http1.1",
+        "--cacert",
+        &ca_file,
+        "--resolve",
+        &format!("a.test:{port}:127.0.0.1"),
+        &format!("https://a.test:{port}/edge"),
+    ]);
+    assert!(ok(&r), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ALPN: server accepted http/1.1"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn validate(body: &str) -> String {

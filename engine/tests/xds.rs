@@ -772,16 +772,16 @@ fn a_route_to_an_unknown_cluster_is_nacked_and_the_old_epoch_keeps_serving() {
         "ringmesh_control_updates_total{type=\"route_table\",result=\"nack\"} 1",
     );
 
-    // A refused protocol, too.
+    // A protocol this proxy does not know, too.
     let mut h2 = listeners("l2", s.port);
     if let Some(PbKind::Listener(l)) = &mut h2.resources[0].kind {
-        l.set_protocol(pb::Protocol::Http2);
+        l.protocol = 99;
     }
     let nack = s.cp.push_and_wait(h2);
     assert_eq!(nack.version_info, "l1");
     assert_eq!(
         nack.error_detail.unwrap().message,
-        "listener \"outbound\": protocol HTTP2 is not supported yet"
+        "listener \"outbound\": protocol: unknown value 99"
     );
 
     // And a good update after the bad ones applies.

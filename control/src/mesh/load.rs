@@ -360,7 +360,7 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
     // Traffic rules.
     let mut traffic = Vec::new();
     let mut rule_names: HashMap<String, At> = HashMap::new();
-    // Per service: the ports already covered, `None` = every HTTP port.
+    // Per service: the ports already covered, `None` = every HTTP-family port.
     let mut covered: HashMap<ServiceKey, Vec<(Option<u16>, At)>> = HashMap::new();
     let mut routes_total = 0usize;
     for (fi, f) in parsed.iter().enumerate() {
@@ -409,7 +409,7 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
             {
                 let what = match other_port {
                     Some(p) => format!("port {p} of {}", rule.service),
-                    None => format!("every HTTP port of {}", rule.service),
+                    None => format!("every HTTP (http, http2, grpc) port of {}", rule.service),
                 };
                 let other_name = &parsed[other.file].traffic[other.index].name;
                 return Err(files.error(
@@ -519,6 +519,8 @@ fn service(f: &str, s: &model::Service) -> FResult<Service> {
             port: number,
             protocol: match p.protocol {
                 model::Protocol::Http => Protocol::Http,
+                model::Protocol::Http2 => Protocol::Http2,
+                model::Protocol::Grpc => Protocol::Grpc,
                 model::Protocol::Tcp => Protocol::Tcp,
             },
         });
@@ -616,18 +618,24 @@ fn traffic_rule<'a>(
             let n = port_number(&pf, n)?;
             match svc.ports.iter().find(|p| p.port == n) {
                 None => return ferr(pf, format!("service {service} has no port {n}")),
-                Some(p) if p.protocol != Protocol::Http => {
+                Some(p) if !p.protocol.is_http() => {
                     return ferr(
                         pf,
-                        format!("port {n} of {service} is tcp; traffic rules apply to HTTP ports"),
+                        format!(
+                            "port {n} of {service} is {}; traffic rules apply to an HTTP (http, http2, grpc) port",
+                            p.protocol.as_str()
+                        ),
                     )
                 }
                 Some(_) => Some(n),
             }
         }
         None => {
-            if !svc.ports.iter().any(|p| p.protocol == Protocol::Http) {
-                return ferr(sf, format!("service {service} has no HTTP port"));
+            if !svc.ports.iter().any(|p| p.protocol.is_http()) {
+                return ferr(
+                    sf,
+                    format!("service {service} has no HTTP (http, http2, grpc) port"),
+                );
             }
             None
         }
@@ -681,8 +689,11 @@ fn http_route<'a>(
                 let Some(svc) = known(&key) else {
                     return ferr(f, format!("unknown service {key}"));
                 };
-                if !svc.ports.iter().any(|p| p.protocol == Protocol::Http) {
-                    return ferr(f, format!("service {key} has no HTTP port"));
+                if !svc.ports.iter().any(|p| p.protocol.is_http()) {
+                    return ferr(
+                        f,
+                        format!("service {key} has no HTTP (http, http2, grpc) port"),
+                    );
                 }
                 key
             }

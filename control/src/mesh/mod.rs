@@ -51,10 +51,37 @@ impl std::fmt::Display for ServiceKey {
     }
 }
 
+/// A service port's protocol. `Http`, `Http2` and `Grpc` are the HTTP
+/// family: the proxy serves HTTP/1.1 and HTTP/2 on their listeners and
+/// traffic rules and the HTTP fields of policies apply to them alike; they
+/// differ in the HTTP version the proxy speaks to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// HTTP/1.1 (and HTTP/2 when the original caller spoke it).
     Http,
+    /// HTTP/2 to the application (h2c prior knowledge).
+    Http2,
+    /// gRPC: HTTP/2 to the application, like `Http2`.
+    Grpc,
+    /// Raw TCP, forwarded byte for byte.
     Tcp,
+}
+
+impl Protocol {
+    /// `http`, `http2` or `grpc`: routed as HTTP.
+    pub fn is_http(self) -> bool {
+        !matches!(self, Protocol::Tcp)
+    }
+
+    /// The name as written in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Tcp => "tcp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -128,7 +155,8 @@ pub struct StaticEndpoint {
 pub struct TrafficRule {
     pub name: String,
     pub service: ServiceKey,
-    /// The service port the rule applies to; `None`: every HTTP port.
+    /// The service port the rule applies to; `None`: every HTTP-family
+    /// (http, http2, grpc) port.
     pub port: Option<u16>,
     pub routes: Vec<HttpRoute>,
 }

@@ -75,6 +75,8 @@ pub struct Port {
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Http,
+    Http2,
+    Grpc,
     Tcp,
 }
 

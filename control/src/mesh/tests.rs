@@ -344,7 +344,7 @@ fn unknown_fields_are_rejected() {
 fn wrong_types_and_variants_are_rejected() {
     assert_eq!(
         err1("services:\n  - name: a\n    ports: [{name: p, port: 1, protocol: udp}]\n"),
-        "m.yaml:3: services[0].ports[0].protocol: unknown variant `udp`, expected `http` or `tcp`"
+        "m.yaml:3: services[0].ports[0].protocol: unknown variant `udp`, expected one of `http`, `http2`, `grpc`, `tcp`"
     );
     assert_eq!(
         err1("services:\n  - name: a\n    ports: [{name: p, port: 1, protocol: http}]\n    lb_policy: fastest\n"),
@@ -686,7 +686,7 @@ fn traffic_rules_name_a_known_service_and_http_port() {
     );
     assert_eq!(
         err_with_services("traffic:\n  - name: r\n    service: db.data\n"),
-        "t.yaml:3: traffic[0].service: service db.data has no HTTP port"
+        "t.yaml:3: traffic[0].service: service db.data has no HTTP (http, http2, grpc) port"
     );
     assert_eq!(
         err_with_services("traffic:\n  - name: r\n    service: 'Reviews'\n"),
@@ -698,7 +698,7 @@ fn traffic_rules_name_a_known_service_and_http_port() {
     );
     assert_eq!(
         err_with_services("traffic:\n  - name: r\n    service: reviews\n    port: 9090\n"),
-        "t.yaml:4: traffic[0].port: port 9090 of reviews.default is tcp; traffic rules apply to HTTP ports"
+        "t.yaml:4: traffic[0].port: port 9090 of reviews.default is tcp; traffic rules apply to an HTTP (http, http2, grpc) port"
     );
     assert_eq!(
         err_with_services("traffic:\n  - name: r\n    service: reviews\n    port: 0\n"),
@@ -735,7 +735,7 @@ fn one_traffic_rule_per_service_port() {
     // A rule without a port covers every HTTP port, so it clashes both ways.
     assert_eq!(
         err_with_services("traffic:\n  - {name: a, service: reviews}\n  - {name: b, service: reviews, port: 9080}\n"),
-        "t.yaml:3: traffic[1].port: traffic rule \"a\" (t.yaml:2) already applies to every HTTP port of reviews.default"
+        "t.yaml:3: traffic[1].port: traffic rule \"a\" (t.yaml:2) already applies to every HTTP (http, http2, grpc) port of reviews.default"
     );
     assert_eq!(
         err_with_services("traffic:\n  - {name: a, service: reviews, port: 9080}\n  - {name: b, service: reviews}\n"),
@@ -750,6 +750,148 @@ fn one_traffic_rule_per_service_port() {
         ),
     ])
     .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/2 and gRPC ports
+// ---------------------------------------------------------------------------
+
+/// A gRPC service, an HTTP/2 one, and one with a gRPC and a TCP port.
+const H2_SERVICES: &str = "\
+services:
+  - name: echo
+    ports: [{name: grpc, port: 50051, protocol: grpc}]
+    subsets:
+      - {name: v1, labels: {version: v1}}
+      - {name: v2, labels: {version: v2}}
+  - name: web
+    ports: [{name: h2, port: 8443, protocol: http2}]
+  - name: mixed
+    ports:
+      - {name: api, port: 9000, protocol: grpc}
+      - {name: raw, port: 9001, protocol: tcp}
+      - {name: web, port: 9002, protocol: http}
+";
+
+fn load_with_h2(text: &str) -> Result<Mesh, MeshError> {
+    load(&[("s.yaml", H2_SERVICES), ("t.yaml", text)])
+}
+
+fn err_with_h2(text: &str) -> String {
+    err(&[("s.yaml", H2_SERVICES), ("t.yaml", text)])
+}
+
+#[test]
+fn port_protocols_http2_and_grpc_are_http_family() {
+    let m = load(&[("s.yaml", H2_SERVICES)]).unwrap();
+    let protocols = |name: &str| -> Vec<Protocol> {
+        let s = m.services.iter().find(|s| s.key.name == name).unwrap();
+        s.ports.iter().map(|p| p.protocol).collect()
+    };
+    assert_eq!(protocols("echo"), [Protocol::Grpc]);
+    assert_eq!(protocols("web"), [Protocol::Http2]);
+    assert_eq!(
+        protocols("mixed"),
+        [Protocol::Grpc, Protocol::Tcp, Protocol::Http]
+    );
+    for p in [Protocol::Http, Protocol::Http2, Protocol::Grpc] {
+        assert!(p.is_http(), "{p:?}");
+    }
+    assert!(!Protocol::Tcp.is_http());
+    assert_eq!(
+        err1("services:\n  - name: a\n    ports: [{name: p, port: 1, protocol: h2}]\n"),
+        "m.yaml:3: services[0].ports[0].protocol: unknown variant `h2`, expected one of `http`, `http2`, `grpc`, `tcp`"
+    );
+    assert_eq!(
+        err1("services:\n  - name: a\n    ports: [{name: p, port: 1, protocol: GRPC}]\n"),
+        "m.yaml:3: services[0].ports[0].protocol: unknown variant `GRPC`, expected one of `http`, `http2`, `grpc`, `tcp`"
+    );
+}
+
+#[test]
+fn traffic_rules_apply_to_grpc_and_http2_ports() {
+    // Every route feature on a gRPC service, without and with a port.
+    let m = load_with_h2(
+        "\
+traffic:
+  - name: echo-canary
+    service: echo
+    routes:
+      - name: slow
+        match:
+          path: {prefix: /ringmesh.testing.v1.Echo/}
+          methods: [POST]
+          headers: [{name: x-canary, present: true}]
+        split:
+          - {subset: v1, weight: 90}
+          - {subset: v2, weight: 10}
+        timeout: 250ms
+        retries: {attempts: 2, on: [connect-failure, reset], per_try_timeout: 100ms}
+  - name: web
+    service: web
+    port: 8443
+    routes:
+      - match: {path: {prefix: /v1/}}
+        split: [{service: echo, weight: 1}]
+        prefix_rewrite: /
+  - name: mixed-api
+    service: mixed
+    port: 9000
+    routes:
+      - split: [{service: web, weight: 1}]
+",
+    )
+    .unwrap();
+    assert_eq!(m.traffic.len(), 3);
+    let r = &m.traffic[0].routes[0];
+    assert_eq!(m.traffic[0].port, None);
+    assert_eq!(r.timeout, Some(Duration::from_millis(250)));
+    assert_eq!(r.split.len(), 2);
+    assert_eq!(r.retries.as_ref().unwrap().attempts, 2);
+    assert_eq!(m.traffic[1].port, Some(8443));
+    assert_eq!(m.traffic[2].port, Some(9000));
+    // The TCP port of a service with a gRPC port is still refused.
+    assert_eq!(
+        err_with_h2("traffic:\n  - name: r\n    service: mixed\n    port: 9001\n"),
+        "t.yaml:4: traffic[0].port: port 9001 of mixed.default is tcp; traffic rules apply to an HTTP (http, http2, grpc) port"
+    );
+    // A rule for every port of `mixed` covers the gRPC and the HTTP port.
+    assert_eq!(
+        err_with_h2("traffic:\n  - {name: a, service: mixed}\n  - {name: b, service: mixed, port: 9000}\n"),
+        "t.yaml:3: traffic[1].port: traffic rule \"a\" (t.yaml:2) already applies to every HTTP (http, http2, grpc) port of mixed.default"
+    );
+    // A gRPC-only service is a valid split target from an HTTP rule.
+    load(&[
+        ("s.yaml", SERVICES),
+        ("u.yaml", H2_SERVICES),
+        (
+            "t.yaml",
+            &rule("      - split: [{service: echo, weight: 1}, {subset: v1, weight: 1}]\n"),
+        ),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn policies_apply_to_grpc_ports() {
+    let m = load_with_h2(
+        "\
+policies:
+  - name: echo-readers
+    service: echo
+    action: allow
+    rules:
+      - sources: {namespaces: [default]}
+        methods: [POST]
+        paths: [{prefix: /ringmesh.testing.v1.Echo/}, {exact: /grpc.health.v1.Health/Check}]
+        ports: [50051]
+",
+    )
+    .unwrap();
+    let rule = &m.policies[0].rules[0];
+    assert_eq!(rule.ports, [50051]);
+    assert_eq!(rule.paths.len(), 2);
+    assert_eq!(rule.methods, ["POST"]);
 }
 
 #[test]
@@ -900,7 +1042,7 @@ fn splits_are_checked() {
     );
     assert_eq!(
         s("          - {service: db.data, weight: 1}\n"),
-        "t.yaml:6: traffic[0].routes[0].split[0].service: service db.data has no HTTP port"
+        "t.yaml:6: traffic[0].routes[0].split[0].service: service db.data has no HTTP (http, http2, grpc) port"
     );
     assert_eq!(
         s("          - {subset: v1, weight: 1}\n          - {subset: v1, weight: 2}\n"),

@@ -792,3 +792,208 @@ fn a_world_records_which_services_changed_instances_and_snapshots_name_their_dep
     assert!(s.deps.contains(&(ib as u32)), "{:?}", s.deps);
     assert!(s.deps.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
 }
+
+/// g: gRPC 50051 (subsets v1/v2), HTTP/2 8443, HTTP 8080, TCP 5000.
+fn mesh_with_grpc() -> Mesh {
+    let mut m = mesh();
+    let mut g = service(
+        "g",
+        vec![
+            port("grpc", 50051, Protocol::Grpc),
+            port("h2", 8443, Protocol::Http2),
+            port("web", 8080, Protocol::Http),
+            port("raw", 5000, Protocol::Tcp),
+        ],
+    );
+    g.subsets = vec![
+        Subset {
+            name: "v1".into(),
+            labels: labels(&[("version", "v1")]),
+        },
+        Subset {
+            name: "v2".into(),
+            labels: labels(&[("version", "v2")]),
+        },
+    ];
+    m.services.push(g);
+    m
+}
+
+#[test]
+fn inbound_listeners_carry_the_port_protocol_and_the_app_cluster_its_http_version() {
+    let m = mesh_with_grpc();
+    let g1 = node("g-1", "g", "10.0.0.7", &[]);
+    let s = build(&world(&m, &[&g1]), &g1);
+    let want = [
+        (
+            "inbound:50051",
+            v1::Protocol::Grpc,
+            v1::UpstreamProtocol::Http2,
+        ),
+        (
+            "inbound:8443",
+            v1::Protocol::Http2,
+            v1::UpstreamProtocol::Http2,
+        ),
+        // The app of an http port gets HTTP/1.1 whatever the client spoke.
+        (
+            "inbound:8080",
+            v1::Protocol::Http,
+            v1::UpstreamProtocol::Http1,
+        ),
+        (
+            "inbound:5000",
+            v1::Protocol::Tcp,
+            v1::UpstreamProtocol::Http1,
+        ),
+    ];
+    for (name, listener_protocol, cluster_protocol) in want {
+        let l = listener(&s, name);
+        assert_eq!(l.protocol, listener_protocol as i32, "{name}");
+        assert_eq!(
+            cluster(&s, name).protocol,
+            cluster_protocol as i32,
+            "{name}"
+        );
+    }
+    // The three HTTP-family ports are routed; the TCP port is not.
+    for name in ["inbound:50051", "inbound:8443", "inbound:8080"] {
+        let l = listener(&s, name);
+        assert_eq!((l.route_table.as_str(), l.cluster.as_str()), (name, ""));
+        assert_eq!(
+            forward(&routes(&s, name).virtual_hosts[0].routes[0]),
+            [(name.to_string(), 1)]
+        );
+    }
+    let raw = listener(&s, "inbound:5000");
+    assert_eq!(
+        (raw.route_table.as_str(), raw.cluster.as_str()),
+        ("", "inbound:5000")
+    );
+    assert_eq!(listener(&s, "inbound:50051").address, "10.0.0.7:15006");
+    assert_eq!(listener(&s, "inbound:8443").address, "10.0.0.7:15007");
+}
+
+#[test]
+fn outbound_clusters_speak_http2_to_http2_and_grpc_ports() {
+    let mut m = mesh_with_grpc();
+    m.traffic.push(TrafficRule {
+        name: "g-canary".into(),
+        service: key("g"),
+        port: Some(50051),
+        routes: vec![HttpRoute {
+            name: "canary".into(),
+            matcher: RouteMatch {
+                path: Some(PathMatch::Prefix("/ringmesh.testing.v1.Echo/".into())),
+                methods: vec![],
+                headers: vec![],
+            },
+            split: vec![
+                Destination {
+                    service: key("g"),
+                    subset: Some("v1".into()),
+                    weight: 90,
+                },
+                Destination {
+                    service: key("g"),
+                    subset: Some("v2".into()),
+                    weight: 10,
+                },
+            ],
+            timeout: Some(Duration::from_millis(300)),
+            retries: None,
+            prefix_rewrite: None,
+        }],
+    });
+    let b1 = node("b-1", "b", "10.0.0.2", &[]);
+    let g1 = node("g-1", "g", "10.0.0.7", &[("version", "v1")]);
+    let s = build(&world(&m, &[&b1, &g1]), &b1);
+    for (name, want) in [
+        ("g.default:50051", v1::UpstreamProtocol::Http2),
+        ("g.default:50051/v1", v1::UpstreamProtocol::Http2),
+        ("g.default:50051/v2", v1::UpstreamProtocol::Http2),
+        ("g.default:8443", v1::UpstreamProtocol::Http2),
+        ("g.default:8080", v1::UpstreamProtocol::Http1),
+        ("b.default:9080", v1::UpstreamProtocol::Http1),
+        // TCP clusters never speak HTTP; the field keeps its default.
+        ("g.default:5000", v1::UpstreamProtocol::Http1),
+    ] {
+        assert_eq!(cluster(&s, name).protocol, want as i32, "{name}");
+    }
+    // The one outbound HTTP listener serves every HTTP-family port.
+    assert_eq!(listener(&s, "outbound").protocol, v1::Protocol::Http as i32);
+    assert_eq!(
+        listener(&s, "outbound:g.default:5000").protocol,
+        v1::Protocol::Tcp as i32
+    );
+    let rt = routes(&s, "outbound");
+    let vh = |n: &str| rt.virtual_hosts.iter().find(|v| v.name == n).unwrap();
+    // The gRPC port is g's first HTTP-family port: it owns the bare names.
+    assert!(vh("g.default:50051").domains.contains(&"g".to_string()));
+    assert!(vh("g.default:8443")
+        .domains
+        .iter()
+        .all(|d| d.ends_with(":8443")));
+    assert!(vh("g.default:8080")
+        .domains
+        .iter()
+        .all(|d| d.ends_with(":8080")));
+    let grpc = vh("g.default:50051");
+    assert_eq!(grpc.routes.len(), 2);
+    assert_eq!(
+        forward(&grpc.routes[0]),
+        [
+            ("g.default:50051/v1".to_string(), 90),
+            ("g.default:50051/v2".to_string(), 10)
+        ]
+    );
+    let Some(v1::route::Action::Forward(f)) = &grpc.routes[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        f.timeout,
+        Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000
+        })
+    );
+    // The mesh hop to g's proxies is mTLS; the engine makes it HTTP/2.
+    assert_eq!(
+        endpoints(&s, "g.default:50051/v1"),
+        pairs(&[("10.0.0.7:15006", "g-1")])
+    );
+}
+
+#[test]
+fn a_split_to_a_grpc_only_service_uses_its_first_http_family_port() {
+    let mut m = mesh();
+    m.services
+        .push(service("h", vec![port("grpc", 50051, Protocol::Grpc)]));
+    m.traffic.push(TrafficRule {
+        name: "b-to-h".into(),
+        service: key("b"),
+        port: None,
+        routes: vec![HttpRoute {
+            name: "to-h".into(),
+            matcher: RouteMatch::default(),
+            split: vec![Destination {
+                service: key("h"),
+                subset: None,
+                weight: 1,
+            }],
+            timeout: None,
+            retries: None,
+            prefix_rewrite: None,
+        }],
+    });
+    let a1 = node("a-1", "a", "10.0.0.1", &[]);
+    let s = build(&world(&m, &[&a1]), &a1);
+    assert_eq!(
+        forward(&routes(&s, "outbound").virtual_hosts[0].routes[0]),
+        [("h.default:50051".to_string(), 1)]
+    );
+    assert_eq!(
+        cluster(&s, "h.default:50051").protocol,
+        v1::UpstreamProtocol::Http2 as i32
+    );
+}

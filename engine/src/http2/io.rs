@@ -269,6 +269,8 @@ pub enum Abuse {
 pub struct Guard {
     state: RefCell<GuardState>,
     tripped: Cell<Option<Abuse>>,
+    /// The connection task waiting in [`Guard::wait`].
+    waiter: RefCell<Option<std::task::Waker>>,
     max_resets: u32,
     reset_window: Duration,
     max_control: u32,
@@ -305,6 +307,7 @@ impl Guard {
                 control_since: now,
             }),
             tripped: Cell::new(None),
+            waiter: RefCell::new(None),
             max_resets: l.max_rapid_resets,
             reset_window: l.rapid_reset_window,
             max_control: l.max_control_frames_per_second,
@@ -317,6 +320,18 @@ impl Guard {
 
     pub fn abuse(&self) -> Option<Abuse> {
         self.tripped.get()
+    }
+
+    /// Resolves once the guard has tripped.
+    pub async fn wait(&self) -> Abuse {
+        std::future::poll_fn(|cx| match self.tripped.get() {
+            Some(a) => Poll::Ready(a),
+            None => {
+                *self.waiter.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Feeds bytes the client sent, in order.
@@ -348,6 +363,9 @@ impl Guard {
                 let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
                 if let Some(a) = self.frame(&mut s, h[3], h[4], len, id) {
                     self.tripped.set(Some(a));
+                    if let Some(w) = self.waiter.borrow_mut().take() {
+                        w.wake();
+                    }
                 }
             }
         }

@@ -181,6 +181,8 @@ pub async fn serve(
         };
         let accepted = monoio::select! {
             a = std::future::poll_fn(|cx| h2c.poll_accept(cx)) => a,
+            // The guard trips inside h2's read; its reads then stay pending.
+            _ = guard.wait() => continue,
             _ = worker.drain.fired(), if !draining => {
                 draining = true;
                 h2c.graceful_shutdown();

@@ -77,7 +77,13 @@ struct Req<'a> {
 impl Req<'_> {
     /// Sends a proxy-made answer. A gRPC call gets HTTP 200 with the status
     /// in a trailers-only response, which every gRPC client reads.
-    fn local(&self, respond: &mut SendResponse<Bytes>, l: &Local<'_>) -> u64 {
+    /// `at`: the route and cluster the answer is counted under.
+    fn local(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        l: &Local<'_>,
+        at: (Option<&Route>, Option<usize>),
+    ) -> u64 {
         let mut b = Response::builder();
         let h = b.headers_mut().expect("fresh builder");
         h.insert("x-request-id", self.request_id.clone());
@@ -104,7 +110,7 @@ impl Req<'_> {
             }
             let resp = b.status(200).body(()).expect("valid response");
             let _ = respond.send_response(resp, true);
-            self.count_grpc(None, code);
+            self.epoch.count_grpc(self.listener, at.0, at.1, code);
             return 0;
         }
         h.insert(
@@ -122,7 +128,13 @@ impl Req<'_> {
         l.body.len() as u64
     }
 
-    fn local_error(&self, respond: &mut SendResponse<Bytes>, status: u16, code: &str) -> u64 {
+    fn local_error(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        status: u16,
+        code: &str,
+        at: (Option<&Route>, Option<usize>),
+    ) -> u64 {
         let body = format!(
             "{} {}: {}\n",
             status,
@@ -138,6 +150,7 @@ impl Req<'_> {
                 content_type: "text/plain",
                 extra: &[],
             },
+            at,
         )
     }
 
@@ -291,6 +304,7 @@ async fn handle(d: &Downstream, req: Request<RecvStream>, respond: &mut SendResp
                     content_type: "text/plain",
                     extra: &[],
                 },
+                (None, None),
             );
             epoch.count_request(listener, None, None, 403);
             r.log(403, n, None, "");
@@ -305,13 +319,13 @@ async fn handle(d: &Downstream, req: Request<RecvStream>, respond: &mut SendResp
         &Lookup(&parts.headers),
     );
     let Some(route) = route else {
-        let n = r.local_error(respond, 404, "no_route");
+        let n = r.local_error(respond, 404, "no_route", (None, None));
         epoch.count_request(listener, None, None, 404);
         r.log(404, n, None, "");
         return;
     };
     if parts.method == http::Method::CONNECT {
-        let n = r.local_error(respond, 405, "method_not_allowed");
+        let n = r.local_error(respond, 405, "method_not_allowed", (Some(route), None));
         epoch.count_request(listener, Some(route), None, 405);
         r.log(405, n, None, &route.name);
         return;
@@ -327,6 +341,7 @@ async fn handle(d: &Downstream, req: Request<RecvStream>, respond: &mut SendResp
                     content_type: &dr.content_type,
                     extra: &route.response_headers_to_add,
                 },
+                (Some(route), None),
             );
             epoch.count_request(listener, Some(route), None, dr.status);
             r.log(dr.status, n, None, &route.name);
@@ -503,12 +518,17 @@ async fn forward(
             epoch.count_request(r.listener, Some(route), Some(cluster_idx), status);
             return;
         }
-        let n = r.local_error(respond, status, code);
+        let n = r.local_error(respond, status, code, (Some(route), Some(cluster_idx)));
         epoch.count_request(r.listener, Some(route), Some(cluster_idx), status);
         r.log(status, n, None, &route.name);
     };
     let Some(mut ep) = cs.pick().cloned() else {
-        let n = r.local_error(respond, 503, "no_healthy_upstream");
+        let n = r.local_error(
+            respond,
+            503,
+            "no_healthy_upstream",
+            (Some(route), Some(cluster_idx)),
+        );
         epoch.count_request(r.listener, Some(route), Some(cluster_idx), 503);
         r.log(503, n, None, &route.name);
         return;
