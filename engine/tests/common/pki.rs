@@ -1,6 +1,6 @@
 //! A test CA and its leaves (rcgen), written as PEM files: SPIFFE SVIDs for
 //! mesh mTLS between proxies and DNS-named certificates for edge TLS. The same
-//! recipe as tests/mtls.rs.
+//! recipe for every test that needs one.
 
 use std::path::PathBuf;
 
@@ -45,6 +45,11 @@ pub fn ca(name: &str) -> Ca {
 
 /// A leaf signed by `ca` (server and client auth), valid for two hours.
 pub fn leaf(ca: &Ca, san: SanType) -> (String, String) {
+    leaf_with(ca, san, false)
+}
+
+/// [`leaf`]; `expired`: its validity ended an hour ago.
+pub fn leaf_with(ca: &Ca, san: SanType, expired: bool) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
@@ -56,8 +61,13 @@ pub fn leaf(ca: &Ca, san: SanType) -> (String, String) {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     let now = OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::minutes(5);
-    p.not_after = now + time::Duration::hours(2);
+    if expired {
+        p.not_before = now - time::Duration::hours(3);
+        p.not_after = now - time::Duration::hours(1);
+    } else {
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = now + time::Duration::hours(2);
+    }
     let cert = p.signed_by(&key, &ca.issuer).unwrap();
     (cert.pem(), key.serialize_pem())
 }
@@ -103,7 +113,13 @@ impl Pki {
 
     /// (cert file, key file) of a new leaf with `san`.
     pub fn pair(&self, name: &str, san: SanType) -> (String, String) {
-        let (c, k) = leaf(&self.ca, san);
+        self.pair_from(name, &self.ca, san, false)
+    }
+
+    /// (cert file, key file) of a leaf of `ca` (perhaps another root),
+    /// expired or not.
+    pub fn pair_from(&self, name: &str, ca: &Ca, san: SanType, expired: bool) -> (String, String) {
+        let (c, k) = leaf_with(ca, san, expired);
         (
             self.write(&format!("{name}.pem"), &c),
             self.write(&format!("{name}.key"), &k),
