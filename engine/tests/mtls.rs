@@ -7,117 +7,10 @@ use common::*;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use time::OffsetDateTime;
-
-const TD: &str = "td.test";
-
-fn id(sa: &str) -> String {
-    format!("spiffe://{TD}/ns/default/sa/{sa}")
-}
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, name);
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let now = OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(1);
-    let pem = p.self_signed(&key).unwrap().pem();
-    Ca {
-        issuer: Issuer::new(p, key),
-        pem,
-    }
-}
-
-/// A leaf signed by `ca`; `expired`: its validity ended an hour ago.
-fn leaf(ca: &Ca, san: SanType, expired: bool) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.subject_alt_names = vec![san];
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let now = OffsetDateTime::now_utc();
-    if expired {
-        p.not_before = now - time::Duration::hours(3);
-        p.not_after = now - time::Duration::hours(1);
-    } else {
-        p.not_before = now - time::Duration::minutes(5);
-        p.not_after = now + time::Duration::hours(2);
-    }
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn spiffe(sa: &str) -> SanType {
-    SanType::URI(id(sa).try_into().unwrap())
-}
-
-/// PEM files of one test: the mesh CA, identities a and b, and extras.
-struct Pki {
-    dir: PathBuf,
-    ca: Ca,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        Pki {
-            dir: scratch_dir("mtls"),
-            ca: ca("mesh root"),
-        }
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_owned()
-    }
-
-    fn bundle(&self) -> String {
-        self.write("bundle.pem", &self.ca.pem)
-    }
-
-    /// (cert file, key file) for a leaf of `ca` with `san`.
-    fn pair(&self, name: &str, ca: &Ca, san: SanType, expired: bool) -> (String, String) {
-        let (c, k) = leaf(ca, san, expired);
-        (
-            self.write(&format!("{name}.pem"), &c),
-            self.write(&format!("{name}.key"), &k),
-        )
-    }
-
-    /// The `identity:` section for service `sa`.
-    fn identity(&self, sa: &str) -> String {
-        let (c, k) = self.pair(sa, &self.ca, spiffe(sa), false);
-        format!(
-            "identity:\n  certificate: {{ file: {c} }}\n  private_key: {{ file: {k} }}\n  trust_bundle: {{ file: {} }}\n",
-            self.bundle()
-        )
-    }
-}
+use common::pki::{ca, id, spiffe, Pki};
+use rcgen::SanType;
 
 fn http_listener(name: &str, port: u16, cluster: &str, extra: &str) -> String {
     format!(
@@ -262,12 +155,12 @@ fn strict_refuses_foreign_root_expired_and_plaintext() {
     let app = Upstream::start("app");
     let (b, b_port) = proxy_b(&pki, "strict", app.addr);
 
-    let (c, k) = pki.pair("good", &pki.ca, spiffe("a"), false);
+    let (c, k) = pki.pair_from("good", &pki.ca, spiffe("a"), false);
     let r = curl_mtls(b_port, &c, &k);
     assert!(ok(&r), "a valid SVID was refused: {}", r.stderr);
 
     let other = ca("other root");
-    let (c, k) = pki.pair("foreign", &other, spiffe("a"), false);
+    let (c, k) = pki.pair_from("foreign", &other, spiffe("a"), false);
     let r = curl_mtls(b_port, &c, &k);
     assert!(
         !ok(&r) && r.stdout.is_empty(),
@@ -275,7 +168,7 @@ fn strict_refuses_foreign_root_expired_and_plaintext() {
         r.stdout
     );
 
-    let (c, k) = pki.pair("expired", &pki.ca, spiffe("a"), true);
+    let (c, k) = pki.pair_from("expired", &pki.ca, spiffe("a"), true);
     let r = curl_mtls(b_port, &c, &k);
     assert!(
         !ok(&r) && r.stdout.is_empty(),
@@ -314,7 +207,7 @@ fn permissive_takes_plaintext_and_mtls_on_one_port() {
     let seen = app.last_request("/plain").unwrap();
     assert!(seen.headers_all("x-forwarded-client-cert").is_empty());
 
-    let (c, k) = pki.pair("a", &pki.ca, spiffe("a"), false);
+    let (c, k) = pki.pair_from("a", &pki.ca, spiffe("a"), false);
     let r = curl_mtls(b_port, &c, &k);
     assert!(ok(&r), "mTLS refused: {}", r.stderr);
     let seen = app.last_request("/direct").unwrap();
@@ -364,13 +257,13 @@ fn edge_tls_picks_certificate_by_sni_and_negotiates_alpn() {
     let pki = Pki::new();
     let app = Upstream::start("app");
     let ca_file = pki.bundle();
-    let (ac, ak) = pki.pair(
+    let (ac, ak) = pki.pair_from(
         "a.test",
         &pki.ca,
         SanType::DnsName("a.test".try_into().unwrap()),
         false,
     );
-    let (bc, bk) = pki.pair(
+    let (bc, bk) = pki.pair_from(
         "w",
         &pki.ca,
         SanType::DnsName("x.b.test".try_into().unwrap()),

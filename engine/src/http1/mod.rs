@@ -649,6 +649,38 @@ impl Conn {
         }
     }
 
+    /// The request head as it goes upstream in HTTP/1.1, with every edit:
+    /// x-forwarded-*, x-request-id, XFCC, the route's header rules and
+    /// prefix rewrite.
+    fn upstream_head(
+        &self,
+        head: &RequestHead,
+        route: &Route,
+        fwd: &Forward,
+        request_id: &[u8],
+    ) -> Vec<u8> {
+        let rewrite = match (&route.path, &fwd.prefix_rewrite) {
+            (crate::router::PathMatcher::Prefix(p), Some(new)) => Some((p.len(), &**new)),
+            _ => None,
+        };
+        let mut up_head = Vec::with_capacity(head.head_len + 256);
+        head::upstream_request(
+            &mut up_head,
+            &self.buf,
+            head,
+            &head::RequestEdits {
+                route,
+                rewrite,
+                client_ip: &self.client_ip,
+                request_id,
+                strip_expect: head.expect_continue,
+                xfcc: self.xfcc.as_deref(),
+                https: self.stream.is_tls() && self.xfcc.is_none(),
+            },
+        );
+        up_head
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
@@ -673,25 +705,7 @@ impl Conn {
             && head.version_minor == 1
             && body_in_buf == 0
             && head.framing != BodyFraming::None;
-        let rewrite = match (&route.path, &fwd.prefix_rewrite) {
-            (crate::router::PathMatcher::Prefix(p), Some(new)) => Some((p.len(), &**new)),
-            _ => None,
-        };
-        let mut up_head = Vec::with_capacity(head.head_len + 256);
-        head::upstream_request(
-            &mut up_head,
-            &self.buf,
-            head,
-            &head::RequestEdits {
-                route,
-                rewrite,
-                client_ip: &self.client_ip,
-                request_id,
-                strip_expect: head.expect_continue,
-                xfcc: self.xfcc.as_deref(),
-                https: self.stream.is_tls() && self.xfcc.is_none(),
-            },
-        );
+        let mut up_head = self.upstream_head(head, route, fwd, request_id);
         self.consume_head(head);
         // A body that arrived with the head goes out in the same write.
         let mut req_framing = head.framing;

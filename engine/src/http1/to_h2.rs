@@ -16,11 +16,12 @@ use monoio::io::AsyncWriteRent;
 
 use super::codec::{BodyFraming, Method, RequestHead};
 use super::local::LocalError;
-use super::{head, Conn, InFlight, Next, ReqInfo};
+use super::{Conn, InFlight, Next, ReqInfo};
 use crate::router::{Forward, Route};
 use crate::upstream::{ClusterState, Endpoint};
 use crate::worker::EpochLocal;
 
+#[derive(Clone, Copy)]
 pub(super) struct H1Req<'a> {
     pub epoch: &'a Rc<EpochLocal>,
     pub head: &'a RequestHead,
@@ -77,6 +78,23 @@ fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<(
 impl Conn {
     /// Forwards the request to an HTTP/2 upstream and answers in HTTP/1.1.
     pub(super) async fn forward_h2(&mut self, r: H1Req<'_>, first: Rc<Endpoint>) -> Next {
+        let mut ep = InFlight::new(first);
+        match self.exchange_h2(&r, &mut ep).await {
+            Ok(next) => next,
+            Err(e) => {
+                let f = super::Failure {
+                    error: e,
+                    cluster: Some(r.cluster_idx),
+                };
+                self.fail(r.epoch, r.head, r.route, f, r.start, r.request_id, r.info)
+                    .await
+            }
+        }
+    }
+
+    /// Sends the request and relays the response; an error before any
+    /// response byte went to the client is answered by the caller.
+    async fn exchange_h2(&mut self, r: &H1Req<'_>, ep: &mut InFlight) -> Result<Next, LocalError> {
         let H1Req {
             epoch,
             head,
@@ -87,120 +105,53 @@ impl Conn {
             start,
             request_id,
             info,
-        } = r;
-        let rewrite = match (&route.path, &fwd.prefix_rewrite) {
-            (crate::router::PathMatcher::Prefix(p), Some(new)) => Some((p.len(), &**new)),
-            _ => None,
-        };
-        let mut up_head = Vec::with_capacity(head.head_len + 256);
-        head::upstream_request(
-            &mut up_head,
-            &self.buf,
-            head,
-            &head::RequestEdits {
-                route,
-                rewrite,
-                client_ip: &self.client_ip,
-                request_id,
-                strip_expect: head.expect_continue,
-                xfcc: self.xfcc.as_deref(),
-                https: self.stream.is_tls() && self.xfcc.is_none(),
-            },
-        );
+        } = *r;
+        let up_head = self.upstream_head(head, route, fwd, request_id);
         self.consume_head(head);
-        let mut ep = InFlight::new(first);
-        let fail = |e: LocalError| super::Failure {
-            error: e,
-            cluster: Some(cluster_idx),
-        };
         let limits = epoch.config.limits.http2.clone();
         let deadline = Instant::now() + fwd.timeout;
 
         // Connect (one failover: nothing was sent) and send the head.
         let mut failover_left = 1u8;
-        let (mut send, slot, mesh_hop) = loop {
-            let acquired = monoio::time::timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                crate::http2::client::acquire(cs, &ep, &limits),
-            )
-            .await;
+        let (mut send, slot) = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let acquired =
+                monoio::time::timeout(left, crate::http2::client::acquire(cs, ep, &limits)).await;
             match acquired {
-                Ok(Ok((send, slot))) => {
-                    let tls = cs
-                        .config
-                        .tls
-                        .as_ref()
-                        .is_some_and(|t| t.applies_to(ep.addr));
-                    break (send, slot, tls);
-                }
+                Ok(Ok(x)) => break x,
                 Ok(Err(e)) => {
                     if failover_left > 0 {
-                        if let Some(o) = cs.pick_other(&ep) {
+                        if let Some(o) = cs.pick_other(ep) {
                             failover_left -= 1;
                             ep.switch(o.clone());
                             continue;
                         }
                     }
-                    let le = match e {
+                    return Err(match e {
                         crate::upstream::ConnectError::Tls(_) => LocalError::UpstreamTls,
                         _ => LocalError::ConnectFailed,
-                    };
-                    return self
-                        .fail(epoch, head, route, fail(le), start, request_id, info)
-                        .await;
+                    });
                 }
-                Err(_) => {
-                    return self
-                        .fail(
-                            epoch,
-                            head,
-                            route,
-                            fail(LocalError::UpstreamTimeout),
-                            start,
-                            request_id,
-                            info,
-                        )
-                        .await
-                }
+                Err(_) => return Err(LocalError::UpstreamTimeout),
             }
         };
+        let mesh_hop = cs
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.applies_to(ep.addr));
         let scheme = if mesh_hop { "https" } else { "http" };
-        let Some(req) = to_request(&up_head, scheme, mesh_hop) else {
-            return self
-                .fail(
-                    epoch,
-                    head,
-                    route,
-                    fail(LocalError::BadRequest),
-                    start,
-                    request_id,
-                    info,
-                )
-                .await;
-        };
+        let req = to_request(&up_head, scheme, mesh_hop).ok_or(LocalError::BadRequest)?;
         let eos = head.framing == BodyFraming::None;
-        let (resp_fut, mut tx) = match send.send_request(req, eos) {
-            Ok(x) => x,
-            Err(_) => {
-                slot.broken();
-                return self
-                    .fail(
-                        epoch,
-                        head,
-                        route,
-                        fail(LocalError::UpstreamReset),
-                        start,
-                        request_id,
-                        info,
-                    )
-                    .await;
-            }
-        };
+        let (resp_fut, mut tx) = send.send_request(req, eos).map_err(|_| {
+            slot.broken();
+            LocalError::UpstreamReset
+        })?;
         if !eos {
             if head.expect_continue && self.buf.is_empty() {
                 let (ok, _) = self.send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
                 if !ok {
-                    return Next::Close;
+                    return Ok(Next::Close);
                 }
             }
             let buf = std::mem::take(&mut self.buf);
@@ -212,7 +163,7 @@ impl Conn {
                 tx.send_reset(h2::Reason::CANCEL);
                 epoch.count_request(self.listener, Some(route), Some(cluster_idx), 400);
                 self.log(info, 400, 0, start, None, &route.name, request_id);
-                return Next::Close;
+                return Ok(Next::Close);
             }
         }
         drop(tx);
@@ -223,31 +174,9 @@ impl Conn {
                 if e.is_io() || e.is_go_away() {
                     slot.broken();
                 }
-                return self
-                    .fail(
-                        epoch,
-                        head,
-                        route,
-                        fail(LocalError::UpstreamReset),
-                        start,
-                        request_id,
-                        info,
-                    )
-                    .await;
+                return Err(LocalError::UpstreamReset);
             }
-            Err(_) => {
-                return self
-                    .fail(
-                        epoch,
-                        head,
-                        route,
-                        fail(LocalError::UpstreamTimeout),
-                        start,
-                        request_id,
-                        info,
-                    )
-                    .await
-            }
+            Err(_) => return Err(LocalError::UpstreamTimeout),
         };
         let (parts, mut body) = resp.into_parts();
         let status = parts.status.as_u16();
@@ -276,10 +205,10 @@ impl Conn {
             }
         }
         for (n, v) in &headers {
-            head::put_header(&mut out, n.as_str().as_bytes(), v.as_bytes());
+            super::head::put_header(&mut out, n.as_str().as_bytes(), v.as_bytes());
         }
         for (n, v) in &route.response_headers_to_add {
-            head::put_header(&mut out, n, v);
+            super::head::put_header(&mut out, n, v);
         }
         if chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -294,7 +223,7 @@ impl Conn {
         let (ok, _) = self.send(out).await;
         if !ok {
             epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
-            return Next::Close;
+            return Ok(Next::Close);
         }
         let mut sent = head_bytes;
         if !no_body && !eos {
@@ -314,7 +243,7 @@ impl Conn {
                         &route.name,
                         request_id,
                     );
-                    return Next::Close;
+                    return Ok(Next::Close);
                 }
             }
         } else if !eos {
@@ -335,8 +264,8 @@ impl Conn {
         );
         if close {
             let _ = self.stream.shutdown().await;
-            return Next::Close;
+            return Ok(Next::Close);
         }
-        self.after(head, true)
+        Ok(self.after(head, true))
     }
 }

@@ -3,9 +3,14 @@
 //! metric helpers and a `curl` wrapper.
 #![allow(dead_code)]
 
+pub mod h2raw;
+pub mod h2server;
 pub mod http;
+pub mod pki;
 pub mod upstream;
 
+#[allow(unused_imports)]
+pub use h2server::*;
 #[allow(unused_imports)]
 pub use http::*;
 #[allow(unused_imports)]
@@ -457,5 +462,51 @@ pub fn connect_refused(addr: SocketAddr) -> bool {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
         Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
         Ok(_) => false,
+    }
+}
+
+/// Samples a process's RSS (VmRSS) every 20 ms on a thread until finished;
+/// `finish` returns the peak in KiB.
+pub struct RssPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl RssPeak {
+    pub fn start(pid: u32) -> RssPeak {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let handle = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    p.fetch_max(kb, Ordering::SeqCst);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RssPeak {
+            stop,
+            peak,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak.load(Ordering::SeqCst)
     }
 }
