@@ -42,7 +42,10 @@ pub(super) async fn stream(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    handle(&d, req, &mut respond).await;
+    // The request's state machine is several KB: it is built in place in a
+    // box, so the task spawned per stream (moved a few times on its way into
+    // monoio's task cell) stays small.
+    Box::pin(handle(&d, req, &mut respond)).await;
     let n = d.active.get() - 1;
     d.active.set(n);
     if n == 0 {
@@ -501,7 +504,7 @@ enum UpResponse {
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     r: &Req<'_>,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: RecvStream,
     respond: &mut SendResponse<Bytes>,
     route: &Route,
@@ -556,7 +559,8 @@ async fn forward(
                 &cs,
                 &ep,
                 limits,
-                &parts,
+                &mut parts,
+                retries_left == 0,
                 &mut body_slot,
                 down,
                 try_timeout,
@@ -564,7 +568,17 @@ async fn forward(
             )
             .await
         } else {
-            send_h1(&cs, &ep, &parts, &mut body_slot, try_timeout, respond).await
+            // Boxed: the HTTP/1.1 branch's state stays out of the HTTP/2
+            // path's future.
+            Box::pin(send_h1(
+                &cs,
+                &ep,
+                &parts,
+                &mut body_slot,
+                try_timeout,
+                respond,
+            ))
+            .await
         };
         ep.end();
         match attempt {
@@ -659,7 +673,8 @@ async fn send_h2(
     cs: &ClusterState,
     ep: &Endpoint,
     limits: &crate::config::Http2Limits,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
+    last: bool,
     body: &mut Option<RecvStream>,
     down: Proto,
     timeout: Duration,
@@ -670,49 +685,50 @@ async fn send_h2(
             Ok(x) => x,
             Err(e) => return Err(Fail::Connect(e)),
         };
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .version(http::Version::HTTP_2);
-    let scheme = if cs
-        .config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.applies_to(ep.addr))
-    {
-        "https"
-    } else {
-        "http"
-    };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!("{scheme}://{authority}{pq}");
-    req = req.uri(uri);
-    let mut req = req.body(()).map_err(|_| Fail::BadResponse)?;
-    let h = req.headers_mut();
-    for (n, v) in &parts.headers {
-        if n != HOST {
-            h.append(n.clone(), v.clone());
-        }
-    }
     let mesh_hop = cs
         .config
         .tls
         .as_ref()
         .is_some_and(|t| t.applies_to(ep.addr));
+    let scheme = if mesh_hop {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    // An HTTP/2 client's URI already has scheme and authority: reuse it.
+    let uri = match (parts.uri.scheme(), parts.uri.authority()) {
+        (Some(s), Some(_)) if *s == scheme => parts.uri.clone(),
+        _ => {
+            let authority = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+                .unwrap_or("localhost");
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            http::Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(pq)
+                .build()
+                .map_err(|_| Fail::BadResponse)?
+        }
+    };
+    // The last attempt takes the headers; one that may be retried copies.
+    let mut headers = if last {
+        std::mem::take(&mut parts.headers)
+    } else {
+        parts.headers.clone()
+    };
+    headers.remove(HOST);
     if mesh_hop && down == Proto::Http1 {
-        h.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+        headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     }
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
     let eos = body.as_ref().is_none_or(|b| b.is_end_stream());
     let (resp, tx) = match send.send_request(req, eos) {
         Ok(x) => x,
@@ -1064,7 +1080,7 @@ async fn relay_response(
                 }
                 return (status, None, 0);
             }
-            let (res, rest) = h1_body_to_h2(&mut conn, buf, framing, &mut tx).await;
+            let (res, rest) = Box::pin(h1_body_to_h2(&mut conn, buf, framing, &mut tx)).await;
             match res {
                 Ok(n) => {
                     if keep_alive && rest.is_empty() && framing != BodyFraming::UntilClose {
