@@ -351,6 +351,12 @@ pub fn parse_request_head(
         if !fields.te_last_chunked {
             return Err(HeadError::Malformed("final transfer-coding is not chunked"));
         }
+        // The forwarded request says `transfer-encoding: chunked` only: a coding such as
+        // gzip before it would be silently dropped, so the upstream would take the coded
+        // bytes for the content. Refused rather than passed on, as nginx and Envoy do.
+        if fields.te_other_coding {
+            return Err(HeadError::Malformed("transfer-coding other than chunked"));
+        }
         BodyFraming::Chunked
     } else if let Some(n) = fields.content_length {
         BodyFraming::ContentLength(n)
@@ -639,6 +645,8 @@ struct Fields {
     te_any_coding: bool,
     te_chunked_seen: bool,
     te_last_chunked: bool,
+    /// A transfer-coding other than chunked was listed.
+    te_other_coding: bool,
     close: bool,
     keep_alive_option: bool,
     upgrade_option: bool,
@@ -818,6 +826,7 @@ fn scan_transfer_codings(value: &[u8], f: &mut Fields) -> Result<(), HeadError> 
             f.te_chunked_seen = true;
         }
         f.te_last_chunked = chunked;
+        f.te_other_coding |= !chunked;
         f.te_any_coding = true;
     }
     Ok(())
@@ -2110,25 +2119,28 @@ mod tests {
 
     #[test]
     fn transfer_encoding_in_requests() {
-        for value in [
-            "chunked",
-            "Chunked",
-            "gzip, chunked",
-            "gzip,chunked",
-            "chunked, ",
-        ] {
+        for value in ["chunked", "Chunked", "CHUNKED", "chunked, ", " ,chunked"] {
             let head = req_ok(&get_with(&[&format!("Transfer-Encoding: {value}")]));
             assert_eq!(head.framing, BodyFraming::Chunked, "{value}");
             assert!(head.headers[1].hop_by_hop);
         }
+        // Codings other than chunked are refused, even before a final chunked: the
+        // proxy forwards `transfer-encoding: chunked` and would drop them.
+        for value in ["gzip, chunked", "gzip,chunked", "identity, chunked"] {
+            assert_eq!(
+                req_err(&get_with(&[&format!("Transfer-Encoding: {value}")])),
+                HeadError::Malformed("transfer-coding other than chunked"),
+                "{value}"
+            );
+        }
         // Split over lines: the list is the concatenation.
-        let head = req_ok(&get_with(&[
+        assert_malformed(&get_with(&[
             "Transfer-Encoding: gzip",
             "Transfer-Encoding: chunked",
         ]));
-        assert_eq!(head.framing, BodyFraming::Chunked);
         for value in [
             "gzip",
+            "chunked, identity",
             "chunked, gzip",
             "chunked, chunked",
             "chunked,chunked",
