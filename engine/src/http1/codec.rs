@@ -730,6 +730,11 @@ fn collect_fields(
             HeaderKind::Upgrade if f.upgrade.is_none() && !h.value.is_empty() => {
                 f.upgrade = Some(value);
             }
+            HeaderKind::Other if role == Role::Request && is_framing_in_disguise(name_bytes) => {
+                return Err(HeadError::Malformed(
+                    "Content_Length or Transfer_Encoding field name",
+                ));
+            }
             _ => {}
         }
         out.push(Header {
@@ -747,6 +752,21 @@ fn collect_fields(
         mark_connection_named(buf, out);
     }
     Ok(f)
+}
+
+/// `Content_Length` or `Transfer_Encoding` in any case: a valid token that means
+/// nothing to us, but CGI-style servers (and frameworks on top of them) map '_' to '-'
+/// and would take it for the framing field, reading a body we did not forward as one.
+fn is_framing_in_disguise(name: &[u8]) -> bool {
+    let same = |known: &[u8]| {
+        name.len() == known.len()
+            && name.contains(&b'_')
+            && name
+                .iter()
+                .zip(known)
+                .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    };
+    same(b"content-length") || same(b"transfer-encoding")
 }
 
 /// Marks fields named by a Connection option as hop-by-hop (RFC 9110 §7.6.1).
@@ -2195,6 +2215,29 @@ mod tests {
             "HTTP/1.1 304 Not Modified",
             &["Transfer-Encoding: chunked", "Content-Length: 5"],
         ));
+    }
+
+    #[test]
+    fn framing_field_names_with_underscores_rejected() {
+        for name in [
+            "Transfer_Encoding",
+            "transfer_encoding",
+            "TRANSFER_encoding",
+            "Content_Length",
+            "CONTENT_LENGTH",
+        ] {
+            assert_eq!(
+                req_err(&get_with(&[&format!("{name}: 5")])),
+                HeadError::Malformed("Content_Length or Transfer_Encoding field name"),
+                "{name}"
+            );
+        }
+        // Other names with underscores are fine, and so is one of these in a response.
+        req_ok(&get_with(&["X_Content_Length: 5", "Content_Lengths: 5"]));
+        resp_ok(
+            &resp_with("HTTP/1.1 200 OK", &["Content-Length: 0", "Content_Length: 5"]),
+            Method::Get,
+        );
     }
 
     #[test]
