@@ -378,8 +378,15 @@ pub fn parse_request_head(
         framing,
         keep_alive: fields.keep_alive(version_minor),
         expect_continue: http11 && fields.expect_continue,
+        // An h2c upgrade is never passed on (Envoy strips it too): an upstream that
+        // accepted it would take every later request on the connection as HTTP/2 frames
+        // in a tunnel, out of reach of our routing and authorization (h2c smuggling).
+        // Without `upgrade` the Upgrade field is dropped as hop-by-hop and the request
+        // goes on as a plain one.
         upgrade: if http11 && fields.upgrade_option {
-            fields.upgrade
+            fields
+                .upgrade
+                .filter(|u| !is_token_list_member(u.get(buf), b"h2c"))
         } else {
             None
         },
@@ -2431,11 +2438,19 @@ mod tests {
             req_ok(&buf).upgrade.map(|s| s.get(&buf)),
             Some(&b"websocket"[..])
         );
-        let buf = get_with(&["Connection: keep-alive, upgrade", "Upgrade: h2c, websocket"]);
+        let buf = get_with(&["Connection: keep-alive, upgrade", "Upgrade: websocket, foo"]);
         assert_eq!(
             req_ok(&buf).upgrade.map(|s| s.get(&buf)),
-            Some(&b"h2c, websocket"[..])
+            Some(&b"websocket, foo"[..])
         );
+        // h2c is never an upgrade we pass on, alone or offered with others; the Upgrade
+        // field stays hop-by-hop, so nothing of it is forwarded.
+        for value in ["h2c", "H2C", "websocket, h2c"] {
+            let buf = get_with(&["Connection: Upgrade, HTTP2-Settings", &format!("Upgrade: {value}")]);
+            let head = req_ok(&buf);
+            assert_eq!(head.upgrade, None, "{value}");
+            assert!(head.headers.iter().all(|h| h.kind != HeaderKind::Upgrade || h.hop_by_hop));
+        }
         assert_eq!(req_ok(&get_with(&["Upgrade: websocket"])).upgrade, None);
         assert_eq!(req_ok(&get_with(&["Connection: upgrade"])).upgrade, None);
         assert_eq!(
