@@ -58,6 +58,8 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
             }
             HeaderKind::XForwardedProto | HeaderKind::XRequestId => continue,
             HeaderKind::Expect if e.strip_expect => continue,
+            // Written once below, from the framing the codec decided on.
+            HeaderKind::ContentLength => continue,
             _ => {}
         }
         if hd.hop_by_hop || in_list(&e.route.request_headers_to_remove, name) {
@@ -87,8 +89,17 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
     for (n, v) in &e.route.request_headers_to_add {
         put_header(out, n, v);
     }
-    if h.framing == BodyFraming::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    // One canonical framing field, whatever the client wrote ("5, 5", two equal
+    // Content-Length lines, "005"): a recipient may refuse those forms or read them
+    // its own way (RFC 9110 §8.6).
+    match h.framing {
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::ContentLength(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::None | BodyFraming::UntilClose => {}
     }
     if let Some(up) = h.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -146,6 +157,21 @@ pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &
     out.extend_from_slice(b"\r\n");
 }
 
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Writes a status code; the codec admits only 100..=999, so three digits.
 fn push_status(out: &mut Vec<u8>, status: u16) {
     let s = status.clamp(100, 999);
@@ -168,5 +194,86 @@ impl crate::router::HeaderLookup for Lookup<'_> {
             .iter()
             .find(|h| h.name.get(self.buf).eq_ignore_ascii_case(lower_name))
             .map(|h| h.value.get(self.buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::codec::{parse_request_head, Limits};
+    use crate::router::{Action, Direct, PathMatcher};
+
+    fn route() -> Route {
+        Route {
+            id: 0,
+            name: "r".into(),
+            path: PathMatcher::Any,
+            methods: Vec::new(),
+            headers: Vec::new(),
+            action: Action::Direct(Direct {
+                status: 200,
+                body: Box::default(),
+                content_type: "text/plain".into(),
+            }),
+            request_headers_to_add: Vec::new(),
+            request_headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            response_headers_to_remove: Vec::new(),
+        }
+    }
+
+    /// The head we would send upstream for `raw`, as text.
+    fn upstream(raw: &[u8]) -> String {
+        let head = parse_request_head(raw, &Limits::default(), &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let route = route();
+        let mut out = Vec::new();
+        upstream_request(
+            &mut out,
+            raw,
+            &head,
+            &RequestEdits {
+                route: &route,
+                rewrite: None,
+                client_ip: b"10.0.0.1",
+                request_id: b"id",
+                strip_expect: head.expect_continue,
+                xfcc: None,
+                https: false,
+            },
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    fn named<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+
+    #[test]
+    fn content_length_is_forwarded_once_and_canonical() {
+        for cl in [
+            "Content-Length: 5",
+            "Content-Length: 5, 5",
+            "Content-Length: 005",
+            "Content-Length: 5\r\ncontent-length: 5",
+        ] {
+            let raw = format!("POST /x HTTP/1.1\r\nHost: a\r\n{cl}\r\n\r\nhello");
+            let up = upstream(raw.as_bytes());
+            assert_eq!(named(&up, "content-length"), ["5"], "{cl}: {up}");
+        }
+        let up = upstream(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(named(&up, "content-length"), ["18446744073709551615"]);
+        let up = upstream(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(named(&up, "content-length"), ["0"]);
+        let up = upstream(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(named(&up, "transfer-encoding"), ["chunked"]);
+        assert!(named(&up, "content-length").is_empty());
+        let up = upstream(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(named(&up, "content-length").is_empty() && named(&up, "transfer-encoding").is_empty());
     }
 }
