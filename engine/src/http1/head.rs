@@ -60,6 +60,9 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
             HeaderKind::Expect if e.strip_expect => continue,
             // Written once below, from the framing the codec decided on.
             HeaderKind::ContentLength => continue,
+            // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host;
+            // we routed on it, so the upstream must see it too.
+            HeaderKind::Host if h.authority.is_some() => continue,
             _ => {}
         }
         if hd.hop_by_hop || in_list(&e.route.request_headers_to_remove, name) {
@@ -88,6 +91,13 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
     put_header(out, b"x-request-id", e.request_id);
     for (n, v) in &e.route.request_headers_to_add {
         put_header(out, n, v);
+    }
+    match (h.authority, h.host) {
+        (Some(authority), _) => put_header(out, b"host", authority.get(buf)),
+        // An HTTP/1.0 request may come without Host; HTTP/1.1 requires one, empty
+        // when the authority is unknown (RFC 9112 §3.2).
+        (None, None) => out.extend_from_slice(b"host: \r\n"),
+        (None, Some(_)) => {}
     }
     // One canonical framing field, whatever the client wrote ("5, 5", two equal
     // Content-Length lines, "005"): a recipient may refuse those forms or read them
@@ -275,5 +285,21 @@ mod tests {
         assert!(named(&up, "content-length").is_empty());
         let up = upstream(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(named(&up, "content-length").is_empty() && named(&up, "transfer-encoding").is_empty());
+    }
+
+    #[test]
+    fn host_is_the_routed_authority() {
+        // Absolute-form: the authority replaces whatever Host said (RFC 9112 §3.2.2).
+        let up = upstream(b"GET http://b.test:8080/p?q HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert!(up.starts_with("GET /p?q HTTP/1.1\r\n"), "{up}");
+        assert_eq!(named(&up, "host"), ["b.test:8080"], "{up}");
+        // Origin-form: Host as sent, once.
+        let up = upstream(b"GET /p HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert_eq!(named(&up, "host"), ["a.test"]);
+        // HTTP/1.0 without Host goes upstream as HTTP/1.1, which needs one: empty.
+        let up = upstream(b"GET /p HTTP/1.0\r\n\r\n");
+        assert_eq!(named(&up, "host"), [""], "{up}");
+        let up = upstream(b"GET http://b.test/p HTTP/1.0\r\n\r\n");
+        assert_eq!(named(&up, "host"), ["b.test"], "{up}");
     }
 }
