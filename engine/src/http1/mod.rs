@@ -562,6 +562,24 @@ impl Conn {
         request_id: Vec<u8>,
         info: &Option<ReqInfo>,
     ) -> Next {
+        // A chunked body is validated as it streams, after the head went upstream.
+        // What came with the head is checked first, so a framing error already in
+        // hand is a 400 of which the upstream sees nothing, not even a cut-off head.
+        if head.framing == BodyFraming::Chunked {
+            let mut check = codec::ChunkedState::new(body::MAX_TRAILER_BYTES);
+            if check
+                .feed(self.buf.get(head.head_len..).unwrap_or_default())
+                .is_err()
+            {
+                let f = Failure {
+                    error: LocalError::BadRequest,
+                    cluster: None,
+                };
+                return self
+                    .fail(epoch, head, route, f, start, &request_id, info)
+                    .await;
+            }
+        }
         let cluster_idx = fwd.pick(fastrand::u32(..fwd.total_weight.max(1)));
         let cs = epoch.clusters[cluster_idx].clone();
         let fail = |e: LocalError| Failure {
