@@ -452,15 +452,18 @@ impl Conn {
         }
 
         let Some(route) = route else {
+            // A refused CONNECT closes too: a client may already be sending what it
+            // meant for the tunnel, which must not be read as requests.
+            let linger = has_body || head.method == Method::Connect;
             self.answer_error(
                 LocalError::NoRoute,
-                has_body || !head.keep_alive,
+                linger || !head.keep_alive,
                 Some(&request_id),
             )
             .await;
             epoch.count_request(self.listener, None, None, 404);
             self.log(&info, 404, 0, start, None, "", &request_id);
-            return if has_body {
+            return if linger {
                 Next::LingerClose
             } else {
                 self.after(head, true)
