@@ -413,6 +413,12 @@ pub fn parse_response_head(
     headers: &mut Vec<Header>,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let Some(bounds) = find_head(buf, limits.max_head_bytes)? else {
+        // A peer that does not speak HTTP/1 (a server that talks first, TLS, binary)
+        // is refused as soon as its first bytes show it, not waited on until the
+        // route timeout as if it were slow.
+        if !may_start_status_line(buf) {
+            return Err(HeadError::Malformed("not an HTTP/1.x status line"));
+        }
         return Ok(None);
     };
     let head = buf.get(..bounds.head_len).ok_or(INTERNAL)?;
@@ -556,6 +562,24 @@ fn find_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<Bounds>, HeadEr
     } else {
         Ok(None)
     }
+}
+
+/// False once the bytes received so far cannot begin `HTTP/1.x NNN` followed by SP or
+/// CR (after the empty lines `find_head` skips), the only status line we accept.
+fn may_start_status_line(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Some(after) = rest.strip_prefix(b"\r\n") {
+        rest = after;
+    }
+    if rest == b"\r" {
+        return true;
+    }
+    const TEMPLATE: &[u8; 13] = b"HTTP/1.# ###_";
+    rest.iter().zip(TEMPLATE).all(|(&b, &t)| match t {
+        b'#' => b.is_ascii_digit(),
+        b'_' => b == b' ' || b == b'\r',
+        _ => b == t,
+    })
 }
 
 /// Offset of the first CR or LF in `haystack` at or after `from`, eight bytes at a time:
@@ -2667,6 +2691,43 @@ mod tests {
                 assert_eq!(resp(&buf[..n], Method::Get), Ok(None), "prefix {n}");
             }
             assert_eq!(resp_ok(buf, Method::Get).head_len, buf.len());
+        }
+    }
+
+    #[test]
+    fn non_http_response_refused_before_the_head_is_complete() {
+        // Not HTTP/1.x: refused from the first bytes that show it, no CRLFCRLF needed.
+        for buf in [
+            &b"SSH-2.0-OpenSSH_9.6\r\n"[..],
+            b"\x15\x03\x01\x00\x02\x02\x46",
+            b"\x00\x01",
+            b"hello",
+            b"HTTP/2 200\r\n",
+            b"HTTP/1.1 20 OK\r\n",
+            b"HTTP/1.1 2000",
+            b"\r\nHTTPS",
+            b"http/1.1 200 OK\r\n",
+        ] {
+            assert_eq!(
+                resp(buf, Method::Get),
+                Err(HeadError::Malformed("not an HTTP/1.x status line")),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+        // Could still become a valid status line: wait for more.
+        for buf in [
+            &b""[..],
+            b"H",
+            b"HTTP/1.",
+            b"HTTP/1.0 1",
+            b"HTTP/1.1 200",
+            b"HTTP/1.1 204\r",
+            b"HTTP/1.1 200 OK, or anything \x80\r\nX: y\r\n",
+            b"\r\n\r",
+            b"\r\nHTTP/1.1 200 ",
+        ] {
+            assert_eq!(resp(buf, Method::Get), Ok(None), "{:?}", String::from_utf8_lossy(buf));
         }
     }
 
