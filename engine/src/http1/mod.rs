@@ -978,6 +978,15 @@ impl Conn {
         let (res, ubuf) =
             body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout, dechunk).await;
         let body_ok = res.is_ok();
+        if matches!(
+            res,
+            Err(BodyError::SrcClosed
+                | BodyError::SrcError
+                | BodyError::SrcTimeout
+                | BodyError::Framing)
+        ) {
+            cs.stats.body_errors.inc();
+        }
         let sent = res.map_or(0, |t| t.written);
         self.stats.tx.add(sent);
         cs.stats.duration.observe(start.elapsed());
