@@ -885,6 +885,13 @@ impl Conn {
                     self.worker.bufs.put(ubuf);
                     fresh_only = true;
                 }
+                // A pooled connection used without the liveness peek may hold stray
+                // bytes the upstream sent after its previous response (a body on a
+                // HEAD answer, a late write): they are not this request's answer.
+                Err((RespError::Bad, ubuf)) if reused && retry_safe => {
+                    self.worker.bufs.put(ubuf);
+                    fresh_only = true;
+                }
                 Err((RespError::Closed { .. }, ubuf))
                     if retries_left > 0 && policy.on(Retry::RESET) =>
                 {
