@@ -68,6 +68,7 @@ fn misbehave(mut s: TcpStream, _idx: usize) {
             "/head/cl-list" => w(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok!"),
             "/head/te-http10" => w(&mut s, b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
             "/head/101" => w(&mut s, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+            "/head/cl-dup" => w(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 02\r\ncontent-length: 2, 2\r\n\r\nok"),
             "/head/huge" => {
                 // A single 70 KiB field: over the 64 KiB response head limit.
                 let big = "a".repeat(70 * 1024);
@@ -390,6 +391,16 @@ fn misbehaving_http1_upstream() {
         related_lines(&text, "ringmesh_upstream_response_body_errors_total")
     );
 
+    // ---- equal Content-Lengths are accepted, and passed on as one ----
+    let mut c = Conn::connect(web);
+    for method in ["GET", "HEAD"] {
+        let r = c.request(&Req::new(method, "/head/cl-dup")).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers_all("content-length"), ["2"], "{method}: {:?}", r.headers);
+        assert_eq!(r.text(), if method == "GET" { "ok" } else { "" });
+    }
+    row("/head/cl-dup (02 and 2, 2)", "200 with one content-length: 2".into());
+
     // ---- stray body bytes: never read as the next response ----
     let mut c = Conn::connect(web);
     let r = c.request(&Req::new("HEAD", "/body/head-with-body")).unwrap();
@@ -489,7 +500,26 @@ fn http2_client_in_front_of_a_misbehaving_http1_upstream() {
             }
         }
     }
+    // Equal Content-Lengths ("02" and "2, 2") reach an HTTP/2 client as one.
+    let r = next(&mut c, "/head/cl-dup");
+    assert_eq!(r.status, Some(200), "{r:?}");
+    assert_eq!(r.body, b"ok");
+    let lengths: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(lengths, ["2"], "{r:?}");
     assert!(!c.closed, "the HTTP/2 connection must stay open");
+    let series = "ringmesh_upstream_response_body_errors_total{cluster=\"bad\"}";
+    let text = s.proxy.wait_metric(series, Duration::from_secs(3), |v| v >= 2.0);
+    assert_eq!(
+        metric_value(&text, series),
+        Some(2.0),
+        "both reset streams are counted: {}",
+        related_lines(&text, "ringmesh_upstream_response_body_errors_total")
+    );
     // Concurrent streams: a silent one does not hold up the others.
     c.send_request(101, "GET", "/silent", &[], None).unwrap();
     c.send_request(103, "GET", "/healthy/concurrent", &[], None).unwrap();

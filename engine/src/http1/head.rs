@@ -138,6 +138,7 @@ pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &
     out.extend_from_slice(r.reason.get(buf));
     out.extend_from_slice(b"\r\n");
     let mut has_id = false;
+    let mut has_length = false;
     for hd in &r.headers {
         let name = hd.name.get(buf);
         if e.upgrade && matches!(hd.kind, HeaderKind::Upgrade | HeaderKind::Connection) {
@@ -145,6 +146,15 @@ pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &
             continue;
         }
         if hd.hop_by_hop || in_list(&e.route.response_headers_to_remove, name) {
+            continue;
+        }
+        if hd.kind == HeaderKind::ContentLength {
+            // Once, canonical: the codec accepted "02" or "2, 2" or two equal lines,
+            // which a client may refuse or read its own way (RFC 9110 §8.6).
+            if !has_length {
+                has_length = true;
+                put_header(out, b"content-length", canonical_length(hd.value.get(buf)));
+            }
             continue;
         }
         has_id |= hd.kind == HeaderKind::XRequestId;
@@ -165,6 +175,18 @@ pub fn downstream_response(out: &mut Vec<u8>, buf: &[u8], r: &ResponseHead, e: &
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The number of a Content-Length value the codec accepted (digits, or a list of
+/// equal numbers): its first element without leading zeros.
+pub fn canonical_length(value: &[u8]) -> &[u8] {
+    let first = value.split(|&b| b == b',').next().unwrap_or_default();
+    let digits = first.trim_ascii();
+    let zeros = digits.iter().take_while(|&&b| b == b'0').count();
+    match digits.get(zeros.min(digits.len().saturating_sub(1))..) {
+        Some(d) if !d.is_empty() => d,
+        _ => b"0",
+    }
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
@@ -285,6 +307,43 @@ mod tests {
         assert!(named(&up, "content-length").is_empty());
         let up = upstream(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(named(&up, "content-length").is_empty() && named(&up, "transfer-encoding").is_empty());
+    }
+
+    #[test]
+    fn response_content_length_is_passed_on_once_and_canonical() {
+        use crate::http1::codec::{parse_response_head, Method};
+        let route = route();
+        for (lines, want) in [
+            ("Content-Length: 5", "5"),
+            ("Content-Length: 005", "5"),
+            ("Content-Length: 5, 5", "5"),
+            ("Content-Length: 0", "0"),
+            ("Content-Length: 000", "0"),
+            ("Content-Length: 05\r\ncontent-length: 5 ,5", "5"),
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\n{lines}\r\n\r\n");
+            for method in [Method::Get, Method::Head] {
+                let head = parse_response_head(raw.as_bytes(), &Limits::default(), method, &mut Vec::new())
+                    .unwrap()
+                    .unwrap();
+                let mut out = Vec::new();
+                downstream_response(
+                    &mut out,
+                    raw.as_bytes(),
+                    &head,
+                    &ResponseEdits {
+                        route: &route,
+                        request_id: b"id",
+                        close: false,
+                        http10_keep_alive: false,
+                        upgrade: false,
+                        dechunk: false,
+                    },
+                );
+                let out = String::from_utf8(out).unwrap();
+                assert_eq!(named(&out, "content-length"), [want], "{lines:?}: {out}");
+            }
+        }
     }
 
     #[test]

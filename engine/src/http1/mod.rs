@@ -33,6 +33,7 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use self::body::BodyError;
 use self::codec::{BodyFraming, HeadError, Method, RequestHead, ResponseHead};
+pub use self::head::canonical_length;
 pub use self::local::reason_phrase;
 use self::local::LocalError;
 use crate::access_log::Entry;

@@ -22,7 +22,7 @@ use super::{is_grpc, Downstream, Proto, ORIG_PROTO};
 use crate::access_log::Entry;
 use crate::config::ListenerKind;
 use crate::conn::Conn;
-use crate::http1::codec::{self, BodyFraming, ChunkedState};
+use crate::http1::codec::{self, BodyFraming, ChunkedState, HeaderKind};
 use crate::router::{Action, Forward, Retry, Route};
 use crate::upstream::{ClusterState, ConnectError, Endpoint};
 use crate::worker::EpochLocal;
@@ -938,10 +938,16 @@ async fn send_h1(
             continue;
         }
         let name = hd.name.get(&buf);
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(hd.value.get(&buf)),
-        ) {
+        let mut value = hd.value.get(&buf);
+        if hd.kind == HeaderKind::ContentLength {
+            // Once and canonical ("02", "2, 2" and repeats are accepted by the codec;
+            // an HTTP/2 client must see a single number).
+            if hm.contains_key(CONTENT_LENGTH) {
+                continue;
+            }
+            value = crate::http1::canonical_length(value);
+        }
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             hm.append(n, v);
         }
     }
