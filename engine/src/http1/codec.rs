@@ -400,12 +400,13 @@ pub fn parse_request_head(
 /// [`parse_request_head`].
 ///
 /// Framing: HEAD requests, 1xx (101 included), 204, 304 and 2xx answers to CONNECT have
-/// no body (`None`); else Transfer-Encoding with chunked last is `Chunked`; else
-/// Transfer-Encoding with another final coding is `UntilClose` (RFC 9112 §6.3 rule 4,
-/// which allows that for responses); else Content-Length; else `UntilClose`.
-/// Content-Length together with Transfer-Encoding, and Transfer-Encoding in an HTTP/1.0
-/// response, are refused even where no body follows, since either means the upstream
-/// and the proxy may not agree on where the message ends.
+/// no body (`None`); else Transfer-Encoding `chunked` is `Chunked`; else Content-Length;
+/// else `UntilClose`. A body under any other transfer-coding (`gzip, chunked`, `gzip`) is
+/// refused: the proxy passes bodies on chunked or by length, so the coding would be
+/// lost and the client would take coded bytes for the content (nginx answers such an
+/// upstream 502 too). Content-Length together with Transfer-Encoding, and
+/// Transfer-Encoding in an HTTP/1.0 response, are refused even where no body follows,
+/// since either means the upstream and the proxy may not agree on where the message ends.
 pub fn parse_response_head(
     buf: &[u8],
     limits: &Limits,
@@ -470,11 +471,12 @@ pub fn parse_response_head(
     let framing = if no_body {
         BodyFraming::None
     } else if fields.te_seen {
-        if fields.te_last_chunked {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::UntilClose
+        if fields.te_other_coding {
+            return Err(HeadError::Malformed("transfer-coding other than chunked"));
         }
+        // Only "chunked" is left, once (a repeat was refused), so it is the last.
+        debug_assert!(fields.te_last_chunked);
+        BodyFraming::Chunked
     } else if let Some(n) = fields.content_length {
         BodyFraming::ContentLength(n)
     } else {
@@ -2278,17 +2280,17 @@ mod tests {
             ok(&["Transfer-Encoding: chunked"]).framing,
             BodyFraming::Chunked
         );
-        assert_eq!(
-            ok(&["Transfer-Encoding: gzip, chunked"]).framing,
-            BodyFraming::Chunked
-        );
-        let head = ok(&["Transfer-Encoding: gzip"]);
-        assert_eq!(head.framing, BodyFraming::UntilClose);
-        assert!(!head.keep_alive);
-        assert_eq!(
-            ok(&["Transfer-Encoding: chunked, gzip"]).framing,
-            BodyFraming::UntilClose
-        );
+        // A body under another coding could only be passed on without it: refused.
+        for value in ["gzip, chunked", "gzip", "chunked, gzip", "identity"] {
+            let buf = resp_with("HTTP/1.1 200 OK", &[&format!("Transfer-Encoding: {value}")]);
+            assert_eq!(
+                resp(&buf, Method::Get),
+                Err(HeadError::Malformed("transfer-coding other than chunked")),
+                "{value}"
+            );
+            // Where no body follows there is nothing to get wrong.
+            assert_eq!(resp_ok(&buf, Method::Head).framing, BodyFraming::None);
+        }
         resp_malformed(&resp_with(
             "HTTP/1.1 200 OK",
             &["Transfer-Encoding: chunked, chunked"],
