@@ -66,6 +66,11 @@ fn misbehave(mut s: TcpStream, _idx: usize) {
             "/head/nul" => w(&mut s, b"HTTP/1.1 200 OK\r\nX-A: b\0c\r\nContent-Length: 2\r\n\r\nok"),
             "/head/cl-te" => w(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
             "/head/cl-list" => w(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok!"),
+            "/head/te-gzip-chunked" => w(&mut s, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+            "/head/te-gzip" => {
+                w(&mut s, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot really gzip");
+                return linger(s, 50);
+            }
             "/head/te-http10" => w(&mut s, b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
             "/head/101" => w(&mut s, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
             "/head/cl-dup" => w(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 02\r\ncontent-length: 2, 2\r\n\r\nok"),
@@ -314,6 +319,8 @@ fn misbehaving_http1_upstream() {
         "/head/cl-te",
         "/head/cl-list",
         "/head/te-http10",
+        "/head/te-gzip-chunked",
+        "/head/te-gzip",
         "/head/101",
         "/head/huge",
         "/head/many",
