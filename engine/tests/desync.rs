@@ -175,7 +175,11 @@ fn record_conn(mut s: TcpStream, idx: usize, rec: &Mutex<Record>, keep_alive: bo
                         r.requests.push(seen);
                     }
                     pending.drain(..used);
-                    let close = if keep_alive { "" } else { "connection: close\r\n" };
+                    let close = if keep_alive {
+                        ""
+                    } else {
+                        "connection: close\r\n"
+                    };
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-seen: {target}\r\n{close}\r\nok"
                     );
@@ -256,7 +260,9 @@ fn parse_strict(buf: &[u8]) -> Result<Option<(Seen, usize)>, String> {
         return Ok(None);
     };
     let head = &buf[..head_end];
-    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let start = lines.next().unwrap_or_default();
     let parts: Vec<&[u8]> = start.split(|&b| b == b' ').collect();
     if parts.len() != 3 {
@@ -283,17 +289,26 @@ fn parse_strict(buf: &[u8]) -> Result<Option<(Seen, usize)>, String> {
             return Err("obs-fold".into());
         }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(format!("field line without colon: {:?}", String::from_utf8_lossy(line)));
+            return Err(format!(
+                "field line without colon: {:?}",
+                String::from_utf8_lossy(line)
+            ));
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(format!("field name {:?} is not a token", String::from_utf8_lossy(name)));
+            return Err(format!(
+                "field name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
         }
         if !value
             .iter()
             .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80)
         {
-            return Err(format!("control byte in the value of {}", String::from_utf8_lossy(name)));
+            return Err(format!(
+                "control byte in the value of {}",
+                String::from_utf8_lossy(name)
+            ));
         }
         let value = String::from_utf8_lossy(value)
             .trim_matches(|c| c == ' ' || c == '\t')
@@ -313,7 +328,9 @@ fn parse_strict(buf: &[u8]) -> Result<Option<(Seen, usize)>, String> {
             && (dashed.eq_ignore_ascii_case("content-length")
                 || dashed.eq_ignore_ascii_case("transfer-encoding"))
         {
-            return Err(format!("{n}: a framing field in disguise (CGI maps _ to -)"));
+            return Err(format!(
+                "{n}: a framing field in disguise (CGI maps _ to -)"
+            ));
         }
     }
     if named("host").len() != 1 {
@@ -325,22 +342,37 @@ fn parse_strict(buf: &[u8]) -> Result<Option<(Seen, usize)>, String> {
         return Err("both Content-Length and Transfer-Encoding".into());
     }
     if cl.len() > 1 || te.len() > 1 {
-        return Err(format!("{} Content-Length and {} Transfer-Encoding fields", cl.len(), te.len()));
+        return Err(format!(
+            "{} Content-Length and {} Transfer-Encoding fields",
+            cl.len(),
+            te.len()
+        ));
     }
     let body_start = head_end + 4;
     let mut trailers = Vec::new();
     let (framing, body, used) = if let Some(v) = cl.first() {
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || (v.len() > 1 && v.starts_with('0')) {
+        if v.is_empty()
+            || !v.bytes().all(|b| b.is_ascii_digit())
+            || (v.len() > 1 && v.starts_with('0'))
+        {
             return Err(format!("content-length {v:?} is not a canonical number"));
         }
-        let n: usize = v.parse().map_err(|_| format!("content-length {v:?} too big"))?;
+        let n: usize = v
+            .parse()
+            .map_err(|_| format!("content-length {v:?} too big"))?;
         if buf.len().saturating_sub(body_start) < n {
             return Ok(None);
         }
-        (format!("cl:{n}"), buf[body_start..body_start + n].to_vec(), body_start + n)
+        (
+            format!("cl:{n}"),
+            buf[body_start..body_start + n].to_vec(),
+            body_start + n,
+        )
     } else if let Some(v) = te.first() {
         if *v != "chunked" {
-            return Err(format!("transfer-encoding {v:?} (want exactly \"chunked\")"));
+            return Err(format!(
+                "transfer-encoding {v:?} (want exactly \"chunked\")"
+            ));
         }
         match decode_chunked_strict(&buf[body_start..], &mut trailers)? {
             None => return Ok(None),
@@ -393,7 +425,10 @@ fn decode_chunked_strict(
             .position(|&x| x == b';')
             .map_or(size_line, |i| &size_line[..i]);
         if digits.is_empty() || digits.len() > 16 || !digits.iter().all(|x| x.is_ascii_hexdigit()) {
-            return Err(format!("chunk size {:?}", String::from_utf8_lossy(size_line)));
+            return Err(format!(
+                "chunk size {:?}",
+                String::from_utf8_lossy(size_line)
+            ));
         }
         let ext = &size_line[digits.len()..];
         if ext.iter().any(|&x| x < 0x20 && x != b'\t' || x == 0x7f) {
@@ -410,7 +445,10 @@ fn decode_chunked_strict(
                     return Ok(Some((body, next)));
                 }
                 let t = &b[pos..end];
-                let colon = t.iter().position(|&x| x == b':').ok_or("trailer without colon")?;
+                let colon = t
+                    .iter()
+                    .position(|&x| x == b':')
+                    .ok_or("trailer without colon")?;
                 if colon == 0 || !t[..colon].iter().all(|&x| is_tchar(x)) {
                     return Err("trailer name is not a token".into());
                 }
@@ -437,6 +475,9 @@ fn decode_chunked_strict(
 // ---------------------------------------------------------------------------
 // Vectors
 
+/// A further check of what the upstream saw.
+type Check = fn(&Seen) -> Result<(), String>;
+
 #[derive(Clone, Copy)]
 enum Want {
     /// A 4xx from the proxy (one of these statuses), the connection closed,
@@ -448,7 +489,7 @@ enum Want {
         target: &'static str,
         body: &'static [u8],
         /// Further checks of what the upstream saw.
-        check: Option<fn(&Seen) -> Result<(), String>>,
+        check: Option<Check>,
     },
     /// The body announced is more than is sent; the client half-closes. At most
     /// one request reached the upstream, cut off (never complete, never two).
@@ -484,7 +525,7 @@ fn one_check(
     method: &'static str,
     target: &'static str,
     body: &'static [u8],
-    check: fn(&Seen) -> Result<(), String>,
+    check: Check,
 ) -> Want {
     Want::One {
         method,
@@ -536,7 +577,9 @@ fn no_upgrade(s: &Seen) -> Result<(), String> {
 fn host_is_authority(s: &Seen) -> Result<(), String> {
     match s.headers_named("host")[..] {
         ["b.test"] => Ok(()),
-        ref h => Err(format!("Host {h:?}, want the absolute-form authority b.test")),
+        ref h => Err(format!(
+            "Host {h:?}, want the absolute-form authority b.test"
+        )),
     }
 }
 
@@ -551,7 +594,10 @@ fn no_expect(s: &Seen) -> Result<(), String> {
     if s.headers_named("expect").is_empty() {
         Ok(())
     } else {
-        Err(format!("Expect forwarded although the proxy handled it: {:?}", s.headers))
+        Err(format!(
+            "Expect forwarded although the proxy handled it: {:?}",
+            s.headers
+        ))
     }
 }
 
@@ -710,7 +756,11 @@ fn vectors() -> Vec<Vector> {
 fn show(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     if s.len() > 400 {
-        format!("{}... ({} bytes)", &s[..s.floor_char_boundary(400)], b.len())
+        format!(
+            "{}... ({} bytes)",
+            &s[..s.floor_char_boundary(400)],
+            b.len()
+        )
     } else {
         s.into_owned()
     }
@@ -753,7 +803,10 @@ clusters:
 /// framing that matches the body actually sent, HTTP/1.1, one Host.
 fn check_forwarded(s: &Seen, method: &str, target: &str, body: &[u8]) -> Result<(), String> {
     if s.method != method || s.target != target {
-        return Err(format!("upstream got {} {}, want {method} {target}", s.method, s.target));
+        return Err(format!(
+            "upstream got {} {}, want {method} {target}",
+            s.method, s.target
+        ));
     }
     if s.body != body {
         return Err(format!(
@@ -768,7 +821,11 @@ fn check_forwarded(s: &Seen, method: &str, target: &str, body: &[u8]) -> Result<
         cl => cl == format!("cl:{}", body.len()),
     };
     if !ok_framing {
-        return Err(format!("framing {} for a {}-byte body", s.framing, body.len()));
+        return Err(format!(
+            "framing {} for a {}-byte body",
+            s.framing,
+            body.len()
+        ));
     }
     Ok(())
 }
@@ -779,10 +836,12 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
     c.set_read_timeout(Duration::from_secs(5));
     if let Want::LateReject { split, .. } = v.want {
         let split = split.min(v.bytes.len());
-        c.send(&v.bytes[..split]).map_err(|e| format!("send: {e}"))?;
+        c.send(&v.bytes[..split])
+            .map_err(|e| format!("send: {e}"))?;
         if split < v.bytes.len() {
             thread::sleep(Duration::from_millis(150));
-            c.send(&v.bytes[split..]).map_err(|e| format!("send: {e}"))?;
+            c.send(&v.bytes[split..])
+                .map_err(|e| format!("send: {e}"))?;
         }
     } else {
         c.send(&v.bytes).map_err(|e| format!("send: {e}"))?;
@@ -816,11 +875,14 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
                             show(&rest)
                         ))
                     }
-                    Err(e) => return Err(format!("connection not closed after the {}: {e}", r.status)),
+                    Err(e) => {
+                        return Err(format!("connection not closed after the {}: {e}", r.status))
+                    }
                 }
             } else {
                 // Still open: the proxy must be in step with the client.
-                c.send(&get("/probe", &[])).map_err(|e| format!("probe send: {e}"))?;
+                c.send(&get("/probe", &[]))
+                    .map_err(|e| format!("probe send: {e}"))?;
                 let p = c.read_response("GET").map_err(|e| format!("probe: {e}"))?;
                 if p.status != 200 || p.header("x-seen") != Some("/probe") {
                     return Err(format!(
@@ -876,7 +938,12 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
                     conns.iter().map(|c| show(&c.bytes)).collect::<Vec<_>>()
                 ));
             }
-            let reason = first.as_ref().ok().and_then(|r| r.error_reason()).unwrap_or("-").to_string();
+            let reason = first
+                .as_ref()
+                .ok()
+                .and_then(|r| r.error_reason())
+                .unwrap_or("-")
+                .to_string();
             Ok(Outcome {
                 kind: "rejected",
                 detail: format!("{s} {reason}, closed, upstream saw nothing"),
@@ -893,12 +960,16 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
                 return Err(format!(
                     "want exactly one request upstream, got {}: {:?}",
                     reqs.len(),
-                    reqs.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+                    reqs.iter()
+                        .map(|r| format!("{} {}", r.method, r.target))
+                        .collect::<Vec<_>>()
                 ));
             }
             let seen = &reqs[0];
             if s != 200 || first.as_ref().ok().and_then(|r| r.header("x-seen")) != Some(target) {
-                return Err(format!("client got {s} instead of the upstream's answer for {target}"));
+                return Err(format!(
+                    "client got {s} instead of the upstream's answer for {target}"
+                ));
             }
             check_forwarded(seen, method, target, body)?;
             if let Some(f) = check {
@@ -912,14 +983,20 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
                     seen.target,
                     seen.framing,
                     seen.body.len(),
-                    if closed { ", client closed" } else { ", client in step" }
+                    if closed {
+                        ", client closed"
+                    } else {
+                        ", client in step"
+                    }
                 ),
             })
         }
         Want::LateReject { target, .. } => {
             let s = status.ok_or_else(|| format!("want a 400, got {client}"))?;
             if s != 400 || !closed {
-                return Err(format!("want 400 and a closed connection, got {s} (closed: {closed})"));
+                return Err(format!(
+                    "want 400 and a closed connection, got {s} (closed: {closed})"
+                ));
             }
             if !reqs.is_empty() || conns.len() > 1 {
                 return Err(format!(
@@ -936,7 +1013,9 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
             }
             Ok(Outcome {
                 kind: "rejected-late",
-                detail: format!("400, closed; upstream saw {upstream_bytes} bytes of one cut-off request"),
+                detail: format!(
+                    "400, closed; upstream saw {upstream_bytes} bytes of one cut-off request"
+                ),
             })
         }
         Want::CutOff { target } => {
@@ -952,7 +1031,10 @@ fn run_vector(web: SocketAddr, rec: &Recorder, v: &Vector) -> Result<Outcome, St
                 }
             }
             if conns.len() > 1 {
-                return Err(format!("{} upstream connections for one request", conns.len()));
+                return Err(format!(
+                    "{} upstream connections for one request",
+                    conns.len()
+                ));
             }
             if let Some(cl) = conns.first() {
                 let want = format!("POST {target} HTTP/1.1\r\n");
@@ -991,15 +1073,31 @@ fn desync_vectors() {
         let ms = tv.elapsed().as_millis();
         kinds.push(res.as_ref().map_or("FAIL", |o| o.kind));
         match res {
-            Ok(o) => rows.push(format!("{:>3} {:<8} {:<48} {:<17} {} [{ms} ms]", i + 1, v.cat, v.name, o.kind, o.detail)),
+            Ok(o) => rows.push(format!(
+                "{:>3} {:<8} {:<48} {:<17} {} [{ms} ms]",
+                i + 1,
+                v.cat,
+                v.name,
+                o.kind,
+                o.detail
+            )),
             Err(e) => {
-                rows.push(format!("{:>3} {:<8} {:<48} {:<17} {}", i + 1, v.cat, v.name, "FAIL", e));
+                rows.push(format!(
+                    "{:>3} {:<8} {:<48} {:<17} {}",
+                    i + 1,
+                    v.cat,
+                    v.name,
+                    "FAIL",
+                    e
+                ));
                 failures.push(format!("#{} [{}] {}: {e}", i + 1, v.cat, v.name));
             }
         }
     }
     let count = |k: &str| kinds.iter().filter(|&&x| x == k).count();
-    println!("\n  # category name                                             outcome           detail");
+    println!(
+        "\n  # category name                                             outcome           detail"
+    );
     for r in &rows {
         println!("{r}");
     }
@@ -1023,7 +1121,12 @@ fn desync_vectors() {
         "the proxy panicked:\n{}",
         proxy.log()
     );
-    assert!(failures.is_empty(), "{} vector(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} vector(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -1035,10 +1138,16 @@ fn pipelining_still_works() {
     let mut c = Conn::connect(web);
     let mut bytes = get("/p1", &[]);
     bytes.extend(post("/p2", &["Content-Length: 11"], b"hello world"));
-    bytes.extend(post("/p3", &["Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"));
+    bytes.extend(post(
+        "/p3",
+        &["Transfer-Encoding: chunked"],
+        b"3\r\nabc\r\n0\r\n\r\n",
+    ));
     c.send(&bytes).unwrap();
     for want in ["/p1", "/p2", "/p3"] {
-        let r = c.read_response("GET").unwrap_or_else(|e| panic!("response for {want}: {e}"));
+        let r = c
+            .read_response("GET")
+            .unwrap_or_else(|e| panic!("response for {want}: {e}"));
         assert_eq!(r.status, 200, "{want}");
         assert_eq!(r.header("x-seen"), Some(want), "responses out of order");
         assert_eq!(r.text(), "ok");

@@ -163,7 +163,9 @@ fn start() -> Setup {
             return drop(s);
         }
         while read_request_head(&mut s).is_some() {
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-upstream: flaky\r\n\r\nflaky");
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-upstream: flaky\r\n\r\nflaky",
+            );
         }
     });
     let port = free_port();
@@ -242,8 +244,13 @@ fn expect_error(web: SocketAddr, path: &str, status: u16, reasons: &[&str]) -> D
     } else {
         let next = c
             .request(&Req::get("/healthy/same-conn"))
-            .unwrap_or_else(|e| panic!("{path}: the kept-alive connection failed the next request: {e}"));
-        assert_eq!(next.status, 200, "{path}: next request on the same connection");
+            .unwrap_or_else(|e| {
+                panic!("{path}: the kept-alive connection failed the next request: {e}")
+            });
+        assert_eq!(
+            next.status, 200,
+            "{path}: next request on the same connection"
+        );
         assert_eq!(next.upstream(), Some("good"));
     }
     took
@@ -270,7 +277,11 @@ fn expect_cut(web: SocketAddr, path: &str) -> Vec<u8> {
     );
     if let Some(cl) = find_header(&headers, "content-length") {
         let cl: usize = cl.parse().unwrap();
-        assert!(rest.len() < cl, "{path}: {} of {cl} body bytes: not cut?", rest.len());
+        assert!(
+            rest.len() < cl,
+            "{path}: {} of {cl} body bytes: not cut?",
+            rest.len()
+        );
     } else {
         assert_eq!(
             find_header(&headers, "transfer-encoding"),
@@ -344,7 +355,10 @@ fn misbehaving_http1_upstream() {
     }
     let took = expect_error(web, "/accept-close", 502, &["upstream_reset"]);
     assert_still_serving(web, "an upstream closing right after accept");
-    row("/accept-close (no retry policy)", format!("502 upstream_reset in {took:?}"));
+    row(
+        "/accept-close (no retry policy)",
+        format!("502 upstream_reset in {took:?}"),
+    );
     assert!(s.closer.accepted() >= 1);
 
     // ... and a retry policy on `reset` retries it (the first connection of
@@ -352,8 +366,15 @@ fn misbehaving_http1_upstream() {
     let r = get(web, "localhost", "/retried/accept-close");
     assert_eq!(r.status, 200, "retried: {:?} {}", r.headers, r.text());
     assert_eq!(r.upstream(), Some("flaky"));
-    assert_eq!(s.flaky.accepted(), 2, "one attempt closed at accept, one retry");
-    row("/retried/accept-close (retries: reset)", "200 after one retry".into());
+    assert_eq!(
+        s.flaky.accepted(),
+        2,
+        "one attempt closed at accept, one retry"
+    );
+    row(
+        "/retried/accept-close (retries: reset)",
+        "200 after one retry".into(),
+    );
 
     // ---- silence: 504 at the route timeout ----
     for path in ["/silent", "/interim-flood"] {
@@ -385,12 +406,18 @@ fn misbehaving_http1_upstream() {
         assert_still_serving(web, path);
         row(
             path,
-            format!("head + {} body bytes, then closed in {:?}", rest.len(), t0.elapsed()),
+            format!(
+                "head + {} body bytes, then closed in {:?}",
+                rest.len(),
+                t0.elapsed()
+            ),
         );
     }
     let series = "ringmesh_upstream_response_body_errors_total{cluster=\"bad\"}";
     let want = cut_before + cuts.len() as f64;
-    let text = s.proxy.wait_metric(series, Duration::from_secs(3), |v| v >= want);
+    let text = s
+        .proxy
+        .wait_metric(series, Duration::from_secs(3), |v| v >= want);
     assert_eq!(
         metric_value(&text, series),
         Some(want),
@@ -403,21 +430,38 @@ fn misbehaving_http1_upstream() {
     for method in ["GET", "HEAD"] {
         let r = c.request(&Req::new(method, "/head/cl-dup")).unwrap();
         assert_eq!(r.status, 200);
-        assert_eq!(r.headers_all("content-length"), ["2"], "{method}: {:?}", r.headers);
+        assert_eq!(
+            r.headers_all("content-length"),
+            ["2"],
+            "{method}: {:?}",
+            r.headers
+        );
         assert_eq!(r.text(), if method == "GET" { "ok" } else { "" });
     }
-    row("/head/cl-dup (02 and 2, 2)", "200 with one content-length: 2".into());
+    row(
+        "/head/cl-dup (02 and 2, 2)",
+        "200 with one content-length: 2".into(),
+    );
 
     // ---- stray body bytes: never read as the next response ----
     let mut c = Conn::connect(web);
-    let r = c.request(&Req::new("HEAD", "/body/head-with-body")).unwrap();
+    let r = c
+        .request(&Req::new("HEAD", "/body/head-with-body"))
+        .unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
     for i in 0..3 {
         let r = c.request(&Req::get("/fine")).unwrap();
-        assert_eq!((r.status, r.text().as_str()), (200, "fine-ok"), "request {i} after a HEAD answered with a body");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "fine-ok"),
+            "request {i} after a HEAD answered with a body"
+        );
     }
-    row("/body/head-with-body (HEAD)", "head only; next requests fine".into());
+    row(
+        "/body/head-with-body (HEAD)",
+        "head only; next requests fine".into(),
+    );
     let r = c.request(&Req::get("/body/extra-after")).unwrap();
     assert_eq!(r.text(), "ok");
     thread::sleep(Duration::from_millis(100));
@@ -430,11 +474,17 @@ fn misbehaving_http1_upstream() {
             r.headers
         );
     }
-    row("/body/extra-after", "ok; the stray bytes never became a response".into());
+    row(
+        "/body/extra-after",
+        "ok; the stray bytes never became a response".into(),
+    );
 
     println!("\n{}", table.join("\n"));
     assert_eq!(s.proxy.pid(), pid);
-    assert!(s.proxy.wait_exit(Duration::ZERO).is_none(), "the proxy exited");
+    assert!(
+        s.proxy.wait_exit(Duration::ZERO).is_none(),
+        "the proxy exited"
+    );
     assert!(!s.proxy.log().contains("panicked"), "{}", s.proxy.log());
     let _ = (&s.good, &s.bad);
 }
@@ -520,7 +570,9 @@ fn http2_client_in_front_of_a_misbehaving_http1_upstream() {
     assert_eq!(lengths, ["2"], "{r:?}");
     assert!(!c.closed, "the HTTP/2 connection must stay open");
     let series = "ringmesh_upstream_response_body_errors_total{cluster=\"bad\"}";
-    let text = s.proxy.wait_metric(series, Duration::from_secs(3), |v| v >= 2.0);
+    let text = s
+        .proxy
+        .wait_metric(series, Duration::from_secs(3), |v| v >= 2.0);
     assert_eq!(
         metric_value(&text, series),
         Some(2.0),
@@ -529,7 +581,8 @@ fn http2_client_in_front_of_a_misbehaving_http1_upstream() {
     );
     // Concurrent streams: a silent one does not hold up the others.
     c.send_request(101, "GET", "/silent", &[], None).unwrap();
-    c.send_request(103, "GET", "/healthy/concurrent", &[], None).unwrap();
+    c.send_request(103, "GET", "/healthy/concurrent", &[], None)
+        .unwrap();
     let r = c.read_response(103, Duration::from_secs(5)).unwrap();
     assert_eq!(r.status, Some(200), "{r:?}");
     let r = c.read_response(101, Duration::from_secs(5)).unwrap();

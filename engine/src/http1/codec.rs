@@ -2268,7 +2268,10 @@ mod tests {
         // Other names with underscores are fine, and so is one of these in a response.
         req_ok(&get_with(&["X_Content_Length: 5", "Content_Lengths: 5"]));
         resp_ok(
-            &resp_with("HTTP/1.1 200 OK", &["Content-Length: 0", "Content_Length: 5"]),
+            &resp_with(
+                "HTTP/1.1 200 OK",
+                &["Content-Length: 0", "Content_Length: 5"],
+            ),
             Method::Get,
         );
     }
@@ -2472,10 +2475,16 @@ mod tests {
         // h2c is never an upgrade we pass on, alone or offered with others; the Upgrade
         // field stays hop-by-hop, so nothing of it is forwarded.
         for value in ["h2c", "H2C", "websocket, h2c"] {
-            let buf = get_with(&["Connection: Upgrade, HTTP2-Settings", &format!("Upgrade: {value}")]);
+            let buf = get_with(&[
+                "Connection: Upgrade, HTTP2-Settings",
+                &format!("Upgrade: {value}"),
+            ]);
             let head = req_ok(&buf);
             assert_eq!(head.upgrade, None, "{value}");
-            assert!(head.headers.iter().all(|h| h.kind != HeaderKind::Upgrade || h.hop_by_hop));
+            assert!(head
+                .headers
+                .iter()
+                .all(|h| h.kind != HeaderKind::Upgrade || h.hop_by_hop));
         }
         assert_eq!(req_ok(&get_with(&["Upgrade: websocket"])).upgrade, None);
         assert_eq!(req_ok(&get_with(&["Connection: upgrade"])).upgrade, None);
@@ -2729,7 +2738,12 @@ mod tests {
             b"\r\n\r",
             b"\r\nHTTP/1.1 200 ",
         ] {
-            assert_eq!(resp(buf, Method::Get), Ok(None), "{:?}", String::from_utf8_lossy(buf));
+            assert_eq!(
+                resp(buf, Method::Get),
+                Ok(None),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
         }
     }
 

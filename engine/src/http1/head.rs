@@ -298,7 +298,9 @@ mod tests {
             let up = upstream(raw.as_bytes());
             assert_eq!(named(&up, "content-length"), ["5"], "{cl}: {up}");
         }
-        let up = upstream(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        let up = upstream(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n",
+        );
         assert_eq!(named(&up, "content-length"), ["18446744073709551615"]);
         let up = upstream(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(named(&up, "content-length"), ["0"]);
@@ -306,7 +308,9 @@ mod tests {
         assert_eq!(named(&up, "transfer-encoding"), ["chunked"]);
         assert!(named(&up, "content-length").is_empty());
         let up = upstream(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert!(named(&up, "content-length").is_empty() && named(&up, "transfer-encoding").is_empty());
+        assert!(
+            named(&up, "content-length").is_empty() && named(&up, "transfer-encoding").is_empty()
+        );
     }
 
     #[test]
@@ -323,9 +327,14 @@ mod tests {
         ] {
             let raw = format!("HTTP/1.1 200 OK\r\n{lines}\r\n\r\n");
             for method in [Method::Get, Method::Head] {
-                let head = parse_response_head(raw.as_bytes(), &Limits::default(), method, &mut Vec::new())
-                    .unwrap()
-                    .unwrap();
+                let head = parse_response_head(
+                    raw.as_bytes(),
+                    &Limits::default(),
+                    method,
+                    &mut Vec::new(),
+                )
+                .unwrap()
+                .unwrap();
                 let mut out = Vec::new();
                 downstream_response(
                     &mut out,

@@ -41,10 +41,7 @@ impl ClusterStats {
             pool_hits: reg.counter("ringmesh_upstream_pool_hits_total", l.clone()),
             pool_misses: reg.counter("ringmesh_upstream_pool_misses_total", l.clone()),
             duration: reg.histogram("ringmesh_upstream_request_duration_seconds", l.clone()),
-            body_errors: reg.counter(
-                "ringmesh_upstream_response_body_errors_total",
-                l.clone(),
-            ),
+            body_errors: reg.counter("ringmesh_upstream_response_body_errors_total", l.clone()),
             tls: tls.then(|| TlsStats {
                 handshakes: reg.counter("ringmesh_tls_handshakes_total", l.clone()),
                 failures: reg.counter("ringmesh_upstream_tls_failures_total", l),
