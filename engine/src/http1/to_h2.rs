@@ -35,8 +35,9 @@ pub(super) struct H1Req<'a> {
 }
 
 /// The request head as an HTTP/2 request, from the HTTP/1.1 bytes we would
-/// have sent upstream.
-fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<()>> {
+/// have sent upstream. Public as a fuzzing entry point (fuzz target
+/// `http1_request`).
+pub fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<()>> {
     let mut slots = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut slots);
     let httparse::Status::Complete(_) = req.parse(h1).ok()? else {
