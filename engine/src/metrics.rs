@@ -210,6 +210,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Requests that needed a new upstream connection.",
     ),
     (
+        "ringmesh_upstream_response_body_errors_total",
+        "counter",
+        "Upstream response bodies cut short, mis-framed or stalled after the head went to the client.",
+    ),
+    (
         "ringmesh_upstream_request_duration_seconds",
         "histogram",
         "Time from request start to the end of the upstream response.",

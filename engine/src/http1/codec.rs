@@ -351,6 +351,12 @@ pub fn parse_request_head(
         if !fields.te_last_chunked {
             return Err(HeadError::Malformed("final transfer-coding is not chunked"));
         }
+        // The forwarded request says `transfer-encoding: chunked` only: a coding such as
+        // gzip before it would be silently dropped, so the upstream would take the coded
+        // bytes for the content. Refused rather than passed on, as nginx and Envoy do.
+        if fields.te_other_coding {
+            return Err(HeadError::Malformed("transfer-coding other than chunked"));
+        }
         BodyFraming::Chunked
     } else if let Some(n) = fields.content_length {
         BodyFraming::ContentLength(n)
@@ -372,8 +378,15 @@ pub fn parse_request_head(
         framing,
         keep_alive: fields.keep_alive(version_minor),
         expect_continue: http11 && fields.expect_continue,
+        // An h2c upgrade is never passed on (Envoy strips it too): an upstream that
+        // accepted it would take every later request on the connection as HTTP/2 frames
+        // in a tunnel, out of reach of our routing and authorization (h2c smuggling).
+        // Without `upgrade` the Upgrade field is dropped as hop-by-hop and the request
+        // goes on as a plain one.
         upgrade: if http11 && fields.upgrade_option {
-            fields.upgrade
+            fields
+                .upgrade
+                .filter(|u| !is_token_list_member(u.get(buf), b"h2c"))
         } else {
             None
         },
@@ -387,12 +400,13 @@ pub fn parse_request_head(
 /// [`parse_request_head`].
 ///
 /// Framing: HEAD requests, 1xx (101 included), 204, 304 and 2xx answers to CONNECT have
-/// no body (`None`); else Transfer-Encoding with chunked last is `Chunked`; else
-/// Transfer-Encoding with another final coding is `UntilClose` (RFC 9112 §6.3 rule 4,
-/// which allows that for responses); else Content-Length; else `UntilClose`.
-/// Content-Length together with Transfer-Encoding, and Transfer-Encoding in an HTTP/1.0
-/// response, are refused even where no body follows, since either means the upstream
-/// and the proxy may not agree on where the message ends.
+/// no body (`None`); else Transfer-Encoding `chunked` is `Chunked`; else Content-Length;
+/// else `UntilClose`. A body under any other transfer-coding (`gzip, chunked`, `gzip`) is
+/// refused: the proxy passes bodies on chunked or by length, so the coding would be
+/// lost and the client would take coded bytes for the content (nginx answers such an
+/// upstream 502 too). Content-Length together with Transfer-Encoding, and
+/// Transfer-Encoding in an HTTP/1.0 response, are refused even where no body follows,
+/// since either means the upstream and the proxy may not agree on where the message ends.
 pub fn parse_response_head(
     buf: &[u8],
     limits: &Limits,
@@ -400,6 +414,12 @@ pub fn parse_response_head(
     headers: &mut Vec<Header>,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let Some(bounds) = find_head(buf, limits.max_head_bytes)? else {
+        // A peer that does not speak HTTP/1 (a server that talks first, TLS, binary)
+        // is refused as soon as its first bytes show it, not waited on until the
+        // route timeout as if it were slow.
+        if !may_start_status_line(buf) {
+            return Err(HeadError::Malformed("not an HTTP/1.x status line"));
+        }
         return Ok(None);
     };
     let head = buf.get(..bounds.head_len).ok_or(INTERNAL)?;
@@ -451,11 +471,12 @@ pub fn parse_response_head(
     let framing = if no_body {
         BodyFraming::None
     } else if fields.te_seen {
-        if fields.te_last_chunked {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::UntilClose
+        if fields.te_other_coding {
+            return Err(HeadError::Malformed("transfer-coding other than chunked"));
         }
+        // Only "chunked" is left, once (a repeat was refused), so it is the last.
+        debug_assert!(fields.te_last_chunked);
+        BodyFraming::Chunked
     } else if let Some(n) = fields.content_length {
         BodyFraming::ContentLength(n)
     } else {
@@ -543,6 +564,24 @@ fn find_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<Bounds>, HeadEr
     } else {
         Ok(None)
     }
+}
+
+/// False once the bytes received so far cannot begin `HTTP/1.x NNN` followed by SP or
+/// CR (after the empty lines `find_head` skips), the only status line we accept.
+fn may_start_status_line(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Some(after) = rest.strip_prefix(b"\r\n") {
+        rest = after;
+    }
+    if rest == b"\r" {
+        return true;
+    }
+    const TEMPLATE: &[u8; 13] = b"HTTP/1.# ###_";
+    rest.iter().zip(TEMPLATE).all(|(&b, &t)| match t {
+        b'#' => b.is_ascii_digit(),
+        b'_' => b == b' ' || b == b'\r',
+        _ => b == t,
+    })
 }
 
 /// Offset of the first CR or LF in `haystack` at or after `from`, eight bytes at a time:
@@ -639,6 +678,8 @@ struct Fields {
     te_any_coding: bool,
     te_chunked_seen: bool,
     te_last_chunked: bool,
+    /// A transfer-coding other than chunked was listed.
+    te_other_coding: bool,
     close: bool,
     keep_alive_option: bool,
     upgrade_option: bool,
@@ -722,6 +763,11 @@ fn collect_fields(
             HeaderKind::Upgrade if f.upgrade.is_none() && !h.value.is_empty() => {
                 f.upgrade = Some(value);
             }
+            HeaderKind::Other if role == Role::Request && is_framing_in_disguise(name_bytes) => {
+                return Err(HeadError::Malformed(
+                    "Content_Length or Transfer_Encoding field name",
+                ));
+            }
             _ => {}
         }
         out.push(Header {
@@ -739,6 +785,21 @@ fn collect_fields(
         mark_connection_named(buf, out);
     }
     Ok(f)
+}
+
+/// `Content_Length` or `Transfer_Encoding` in any case: a valid token that means
+/// nothing to us, but CGI-style servers (and frameworks on top of them) map '_' to '-'
+/// and would take it for the framing field, reading a body we did not forward as one.
+fn is_framing_in_disguise(name: &[u8]) -> bool {
+    let same = |known: &[u8]| {
+        name.len() == known.len()
+            && name.contains(&b'_')
+            && name
+                .iter()
+                .zip(known)
+                .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    };
+    same(b"content-length") || same(b"transfer-encoding")
 }
 
 /// Marks fields named by a Connection option as hop-by-hop (RFC 9110 §7.6.1).
@@ -818,6 +879,7 @@ fn scan_transfer_codings(value: &[u8], f: &mut Fields) -> Result<(), HeadError> 
             f.te_chunked_seen = true;
         }
         f.te_last_chunked = chunked;
+        f.te_other_coding |= !chunked;
         f.te_any_coding = true;
     }
     Ok(())
@@ -2110,25 +2172,28 @@ mod tests {
 
     #[test]
     fn transfer_encoding_in_requests() {
-        for value in [
-            "chunked",
-            "Chunked",
-            "gzip, chunked",
-            "gzip,chunked",
-            "chunked, ",
-        ] {
+        for value in ["chunked", "Chunked", "CHUNKED", "chunked, ", " ,chunked"] {
             let head = req_ok(&get_with(&[&format!("Transfer-Encoding: {value}")]));
             assert_eq!(head.framing, BodyFraming::Chunked, "{value}");
             assert!(head.headers[1].hop_by_hop);
         }
+        // Codings other than chunked are refused, even before a final chunked: the
+        // proxy forwards `transfer-encoding: chunked` and would drop them.
+        for value in ["gzip, chunked", "gzip,chunked", "identity, chunked"] {
+            assert_eq!(
+                req_err(&get_with(&[&format!("Transfer-Encoding: {value}")])),
+                HeadError::Malformed("transfer-coding other than chunked"),
+                "{value}"
+            );
+        }
         // Split over lines: the list is the concatenation.
-        let head = req_ok(&get_with(&[
+        assert_malformed(&get_with(&[
             "Transfer-Encoding: gzip",
             "Transfer-Encoding: chunked",
         ]));
-        assert_eq!(head.framing, BodyFraming::Chunked);
         for value in [
             "gzip",
+            "chunked, identity",
             "chunked, gzip",
             "chunked, chunked",
             "chunked,chunked",
@@ -2186,23 +2251,46 @@ mod tests {
     }
 
     #[test]
+    fn framing_field_names_with_underscores_rejected() {
+        for name in [
+            "Transfer_Encoding",
+            "transfer_encoding",
+            "TRANSFER_encoding",
+            "Content_Length",
+            "CONTENT_LENGTH",
+        ] {
+            assert_eq!(
+                req_err(&get_with(&[&format!("{name}: 5")])),
+                HeadError::Malformed("Content_Length or Transfer_Encoding field name"),
+                "{name}"
+            );
+        }
+        // Other names with underscores are fine, and so is one of these in a response.
+        req_ok(&get_with(&["X_Content_Length: 5", "Content_Lengths: 5"]));
+        resp_ok(
+            &resp_with("HTTP/1.1 200 OK", &["Content-Length: 0", "Content_Length: 5"]),
+            Method::Get,
+        );
+    }
+
+    #[test]
     fn transfer_encoding_in_responses() {
         let ok = |lines: &[&str]| resp_ok(&resp_with("HTTP/1.1 200 OK", lines), Method::Get);
         assert_eq!(
             ok(&["Transfer-Encoding: chunked"]).framing,
             BodyFraming::Chunked
         );
-        assert_eq!(
-            ok(&["Transfer-Encoding: gzip, chunked"]).framing,
-            BodyFraming::Chunked
-        );
-        let head = ok(&["Transfer-Encoding: gzip"]);
-        assert_eq!(head.framing, BodyFraming::UntilClose);
-        assert!(!head.keep_alive);
-        assert_eq!(
-            ok(&["Transfer-Encoding: chunked, gzip"]).framing,
-            BodyFraming::UntilClose
-        );
+        // A body under another coding could only be passed on without it: refused.
+        for value in ["gzip, chunked", "gzip", "chunked, gzip", "identity"] {
+            let buf = resp_with("HTTP/1.1 200 OK", &[&format!("Transfer-Encoding: {value}")]);
+            assert_eq!(
+                resp(&buf, Method::Get),
+                Err(HeadError::Malformed("transfer-coding other than chunked")),
+                "{value}"
+            );
+            // Where no body follows there is nothing to get wrong.
+            assert_eq!(resp_ok(&buf, Method::Head).framing, BodyFraming::None);
+        }
         resp_malformed(&resp_with(
             "HTTP/1.1 200 OK",
             &["Transfer-Encoding: chunked, chunked"],
@@ -2376,11 +2464,19 @@ mod tests {
             req_ok(&buf).upgrade.map(|s| s.get(&buf)),
             Some(&b"websocket"[..])
         );
-        let buf = get_with(&["Connection: keep-alive, upgrade", "Upgrade: h2c, websocket"]);
+        let buf = get_with(&["Connection: keep-alive, upgrade", "Upgrade: websocket, foo"]);
         assert_eq!(
             req_ok(&buf).upgrade.map(|s| s.get(&buf)),
-            Some(&b"h2c, websocket"[..])
+            Some(&b"websocket, foo"[..])
         );
+        // h2c is never an upgrade we pass on, alone or offered with others; the Upgrade
+        // field stays hop-by-hop, so nothing of it is forwarded.
+        for value in ["h2c", "H2C", "websocket, h2c"] {
+            let buf = get_with(&["Connection: Upgrade, HTTP2-Settings", &format!("Upgrade: {value}")]);
+            let head = req_ok(&buf);
+            assert_eq!(head.upgrade, None, "{value}");
+            assert!(head.headers.iter().all(|h| h.kind != HeaderKind::Upgrade || h.hop_by_hop));
+        }
         assert_eq!(req_ok(&get_with(&["Upgrade: websocket"])).upgrade, None);
         assert_eq!(req_ok(&get_with(&["Connection: upgrade"])).upgrade, None);
         assert_eq!(
@@ -2597,6 +2693,43 @@ mod tests {
                 assert_eq!(resp(&buf[..n], Method::Get), Ok(None), "prefix {n}");
             }
             assert_eq!(resp_ok(buf, Method::Get).head_len, buf.len());
+        }
+    }
+
+    #[test]
+    fn non_http_response_refused_before_the_head_is_complete() {
+        // Not HTTP/1.x: refused from the first bytes that show it, no CRLFCRLF needed.
+        for buf in [
+            &b"SSH-2.0-OpenSSH_9.6\r\n"[..],
+            b"\x15\x03\x01\x00\x02\x02\x46",
+            b"\x00\x01",
+            b"hello",
+            b"HTTP/2 200\r\n",
+            b"HTTP/1.1 20 OK\r\n",
+            b"HTTP/1.1 2000",
+            b"\r\nHTTPS",
+            b"http/1.1 200 OK\r\n",
+        ] {
+            assert_eq!(
+                resp(buf, Method::Get),
+                Err(HeadError::Malformed("not an HTTP/1.x status line")),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+        // Could still become a valid status line: wait for more.
+        for buf in [
+            &b""[..],
+            b"H",
+            b"HTTP/1.",
+            b"HTTP/1.0 1",
+            b"HTTP/1.1 200",
+            b"HTTP/1.1 204\r",
+            b"HTTP/1.1 200 OK, or anything \x80\r\nX: y\r\n",
+            b"\r\n\r",
+            b"\r\nHTTP/1.1 200 ",
+        ] {
+            assert_eq!(resp(buf, Method::Get), Ok(None), "{:?}", String::from_utf8_lossy(buf));
         }
     }
 

@@ -33,6 +33,7 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use self::body::BodyError;
 use self::codec::{BodyFraming, HeadError, Method, RequestHead, ResponseHead};
+pub use self::head::canonical_length;
 pub use self::local::reason_phrase;
 use self::local::LocalError;
 pub use self::to_h2::to_request;
@@ -453,15 +454,18 @@ impl Conn {
         }
 
         let Some(route) = route else {
+            // A refused CONNECT closes too: a client may already be sending what it
+            // meant for the tunnel, which must not be read as requests.
+            let linger = has_body || head.method == Method::Connect;
             self.answer_error(
                 LocalError::NoRoute,
-                has_body || !head.keep_alive,
+                linger || !head.keep_alive,
                 Some(&request_id),
             )
             .await;
             epoch.count_request(self.listener, None, None, 404);
             self.log(&info, 404, 0, start, None, "", &request_id);
-            return if has_body {
+            return if linger {
                 Next::LingerClose
             } else {
                 self.after(head, true)
@@ -563,6 +567,24 @@ impl Conn {
         request_id: Vec<u8>,
         info: &Option<ReqInfo>,
     ) -> Next {
+        // A chunked body is validated as it streams, after the head went upstream.
+        // What came with the head is checked first, so a framing error already in
+        // hand is a 400 of which the upstream sees nothing, not even a cut-off head.
+        if head.framing == BodyFraming::Chunked {
+            let mut check = codec::ChunkedState::new(body::MAX_TRAILER_BYTES);
+            if check
+                .feed(self.buf.get(head.head_len..).unwrap_or_default())
+                .is_err()
+            {
+                let f = Failure {
+                    error: LocalError::BadRequest,
+                    cluster: None,
+                };
+                return self
+                    .fail(epoch, head, route, f, start, &request_id, info)
+                    .await;
+            }
+        }
         let cluster_idx = fwd.pick(fastrand::u32(..fwd.total_weight.max(1)));
         let cs = epoch.clusters[cluster_idx].clone();
         let fail = |e: LocalError| Failure {
@@ -865,6 +887,13 @@ impl Conn {
                     self.worker.bufs.put(ubuf);
                     fresh_only = true;
                 }
+                // A pooled connection used without the liveness peek may hold stray
+                // bytes the upstream sent after its previous response (a body on a
+                // HEAD answer, a late write): they are not this request's answer.
+                Err((RespError::Bad, ubuf)) if reused && retry_safe => {
+                    self.worker.bufs.put(ubuf);
+                    fresh_only = true;
+                }
                 Err((RespError::Closed { .. }, ubuf))
                     if retries_left > 0 && policy.on(Retry::RESET) =>
                 {
@@ -958,6 +987,15 @@ impl Conn {
         let (res, ubuf) =
             body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout, dechunk).await;
         let body_ok = res.is_ok();
+        if matches!(
+            res,
+            Err(BodyError::SrcClosed
+                | BodyError::SrcError
+                | BodyError::SrcTimeout
+                | BodyError::Framing)
+        ) {
+            cs.stats.body_errors.inc();
+        }
         let sent = res.map_or(0, |t| t.written);
         self.stats.tx.add(sent);
         cs.stats.duration.observe(start.elapsed());

@@ -233,7 +233,10 @@ impl Conn {
                     self.stats.tx.add(n);
                     sent += n;
                 }
-                Err(_) => {
+                Err(upstream_failed) => {
+                    if upstream_failed {
+                        cs.stats.body_errors.inc();
+                    }
                     epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
                     self.log(
                         info,

@@ -22,7 +22,7 @@ use super::{is_grpc, Downstream, Proto, ORIG_PROTO};
 use crate::access_log::Entry;
 use crate::config::ListenerKind;
 use crate::conn::Conn;
-use crate::http1::codec::{self, BodyFraming, ChunkedState};
+use crate::http1::codec::{self, BodyFraming, ChunkedState, HeaderKind};
 use crate::router::{Action, Forward, Retry, Route};
 use crate::upstream::{ClusterState, ConnectError, Endpoint};
 use crate::worker::EpochLocal;
@@ -901,10 +901,16 @@ async fn send_h1(
             continue;
         }
         let name = hd.name.get(&buf);
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(hd.value.get(&buf)),
-        ) {
+        let mut value = hd.value.get(&buf);
+        if hd.kind == HeaderKind::ContentLength {
+            // Once and canonical ("02", "2, 2" and repeats are accepted by the codec;
+            // an HTTP/2 client must see a single number).
+            if hm.contains_key(CONTENT_LENGTH) {
+                continue;
+            }
+            value = crate::http1::canonical_length(value);
+        }
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             hm.append(n, v);
         }
     }
@@ -1071,7 +1077,8 @@ async fn relay_response(
             if eos {
                 return (status, grpc_head, 0);
             }
-            let (moved, trailers_status) = relay_h2_response_body(body, tx).await;
+            let (moved, trailers_status) =
+                relay_h2_response_body(body, tx, &cs.stats.body_errors).await;
             drop(slot);
             (status, trailers_status.or(grpc_head), moved)
         }
@@ -1103,7 +1110,10 @@ async fn relay_response(
                     }
                     (status, None, n)
                 }
-                Err(()) => {
+                Err(upstream_failed) => {
+                    if upstream_failed {
+                        cs.stats.body_errors.inc();
+                    }
                     tx.send_reset(Reason::INTERNAL_ERROR);
                     (status, None, 0)
                 }
@@ -1117,6 +1127,7 @@ async fn relay_response(
 async fn relay_h2_response_body(
     mut src: RecvStream,
     mut tx: SendStream<Bytes>,
+    body_errors: &crate::metrics::Counter,
 ) -> (u64, Option<u32>) {
     let mut moved = 0u64;
     loop {
@@ -1127,7 +1138,11 @@ async fn relay_h2_response_body(
             src.poll_data(cx).map(Some)
         });
         match monoio::time::timeout(BODY_IDLE, ev).await {
-            Err(_) | Ok(None) => return (moved, None),
+            Err(_) => {
+                body_errors.inc();
+                return (moved, None);
+            }
+            Ok(None) => return (moved, None),
             Ok(Some(None)) => break,
             Ok(Some(Some(Ok(chunk)))) => {
                 let n = chunk.len();
@@ -1138,6 +1153,7 @@ async fn relay_h2_response_body(
                 moved += n as u64;
             }
             Ok(Some(Some(Err(e)))) => {
+                body_errors.inc();
                 tx.send_reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR));
                 return (moved, None);
             }
@@ -1154,6 +1170,7 @@ async fn relay_h2_response_body(
             (moved, None)
         }
         Err(e) => {
+            body_errors.inc();
             tx.send_reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR));
             (moved, None)
         }
@@ -1167,13 +1184,14 @@ fn grpc_status_of(h: &HeaderMap) -> Option<u32> {
 /// Moves an HTTP/1.1 body (`buf` holds bytes already read) into an HTTP/2
 /// stream and ends it. Chunked bodies are de-chunked (their trailers are
 /// passed on as HTTP/2 trailers when valid). Returns the bytes sent and
-/// whatever followed the body in the buffer.
+/// whatever followed the body in the buffer. Err(true): the HTTP/1.1 side
+/// failed (closed early, bad framing, stalled); Err(false): the HTTP/2 side.
 pub async fn h1_body_to_h2(
     src: &mut Conn,
     mut buf: Vec<u8>,
     framing: BodyFraming,
     tx: &mut SendStream<Bytes>,
-) -> (Result<u64, ()>, Vec<u8>) {
+) -> (Result<u64, bool>, Vec<u8>) {
     let mut moved = 0u64;
     let mut chunked = ChunkedState::new(MAX_TRAILER_BYTES);
     let mut remaining = match framing {
@@ -1194,7 +1212,7 @@ pub async fn h1_body_to_h2(
                     let mut plain = Vec::new();
                     let p = match chunked.feed_with(&buf, |d| plain.extend_from_slice(d)) {
                         Ok(p) => p,
-                        Err(_) => return (Err(()), buf),
+                        Err(_) => return (Err(true), buf),
                     };
                     if p.done {
                         trailer_bytes = trailer_section(&buf[..p.consumed]);
@@ -1207,7 +1225,7 @@ pub async fn h1_body_to_h2(
             if !data.is_empty() {
                 let n = data.len() as u64;
                 if send_all(tx, data).await.is_err() {
-                    return (Err(()), buf);
+                    return (Err(false), buf);
                 }
                 moved += n;
             }
@@ -1224,12 +1242,12 @@ pub async fn h1_body_to_h2(
         )
         .await;
         match r {
-            Err(_) => return (Err(()), Vec::new()),
+            Err(_) => return (Err(true), Vec::new()),
             Ok((res, b)) => {
                 buf = b;
                 match res {
                     Ok(0) if framing == BodyFraming::UntilClose => break,
-                    Ok(0) | Err(_) => return (Err(()), buf),
+                    Ok(0) | Err(_) => return (Err(true), buf),
                     Ok(_) => {}
                 }
             }
@@ -1240,7 +1258,7 @@ pub async fn h1_body_to_h2(
         Some(t) if !t.is_empty() => tx.send_trailers(t),
         _ => tx.send_data(Bytes::new(), true),
     };
-    (sent.map(|_| moved).map_err(|_| ()), buf)
+    (sent.map(|_| moved).map_err(|_| false), buf)
 }
 
 /// The trailer section at the end of a finished chunked body's bytes (the

@@ -24,6 +24,10 @@ pub struct ClusterStats {
     pub pool_hits: Arc<Counter>,
     pub pool_misses: Arc<Counter>,
     pub duration: Arc<Histogram>,
+    /// Response bodies the upstream cut short, mis-framed or stalled after
+    /// the head had gone to the client (who then sees a closed connection or
+    /// a reset stream).
+    pub body_errors: Arc<Counter>,
     /// Present for clusters reached over mTLS.
     pub tls: Option<TlsStats>,
 }
@@ -37,6 +41,10 @@ impl ClusterStats {
             pool_hits: reg.counter("ringmesh_upstream_pool_hits_total", l.clone()),
             pool_misses: reg.counter("ringmesh_upstream_pool_misses_total", l.clone()),
             duration: reg.histogram("ringmesh_upstream_request_duration_seconds", l.clone()),
+            body_errors: reg.counter(
+                "ringmesh_upstream_response_body_errors_total",
+                l.clone(),
+            ),
             tls: tls.then(|| TlsStats {
                 handshakes: reg.counter("ringmesh_tls_handshakes_total", l.clone()),
                 failures: reg.counter("ringmesh_upstream_tls_failures_total", l),
