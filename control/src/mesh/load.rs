@@ -205,7 +205,11 @@ fn parse(src: &Source) -> Result<model::File, MeshError> {
         };
         MeshError {
             file: src.path.clone(),
-            line: e.location().map(|l| l.line()),
+            // serde_yaml gives no location for a second document.
+            line: e
+                .location()
+                .map(|l| l.line())
+                .or_else(|| locate::second_document(&src.text)),
             field,
             message,
         }
