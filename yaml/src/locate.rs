@@ -116,6 +116,25 @@ pub fn line_of(lines: &HashMap<String, usize>, path: &str) -> Option<usize> {
     }
 }
 
+/// The line (1-based) where the second document of `text` starts, if it has
+/// one. serde_yaml refuses a stream of several documents without a location;
+/// this is the line to point the operator at.
+pub fn second_document(text: &str) -> Option<usize> {
+    #[derive(Default)]
+    struct Starts(Vec<usize>);
+    impl MarkedEventReceiver for Starts {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            if let Event::DocumentStart = ev {
+                self.0.push(mark.line());
+            }
+        }
+    }
+    let mut starts = Starts::default();
+    // A syntax error further on does not move where the second document began.
+    let _ = Parser::new_from_str(text).load(&mut starts, true);
+    starts.0.get(1).copied()
+}
+
 /// Counts nodes as a deserializer sees them: an alias counts as the size of
 /// the node it names, computed once, so nothing is expanded here.
 struct Counter {
@@ -200,6 +219,16 @@ mod tests {
         assert_eq!(line_of(&l, "traffic[1].routes[0].split[0].nope"), Some(10));
         assert_eq!(line_of(&l, "traffic[1].routes[0].timeout"), Some(8));
         assert_eq!(line_of(&l, "nothing"), None);
+    }
+
+    #[test]
+    fn finds_the_second_document() {
+        // Found by the fuzz target config_yaml: serde_yaml's error had no line.
+        assert_eq!(second_document("a: 1\n---\nb: 2\n"), Some(2));
+        assert_eq!(second_document("# c\na: 1\n\n--- x\n"), Some(4));
+        assert_eq!(second_document("a: 1\n"), None);
+        assert_eq!(second_document(""), None);
+        assert_eq!(second_document("a: 1\n---\n[\n"), Some(2));
     }
 
     #[test]

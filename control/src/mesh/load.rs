@@ -60,6 +60,22 @@ pub fn load_dir(dir: &Path) -> Result<Mesh, MeshError> {
     build(&sources)
 }
 
+/// `load_dir` without the directory: each `(path, text)` is one file, in the
+/// order given (`load_dir` sorts by name). For tools and the fuzz target
+/// `control_yaml` (fuzz/); the paths only name the files in errors and feed
+/// the version hash. The file-size and file-count limits of reading a
+/// directory do not apply; every other check does.
+pub fn load_texts(files: &[(PathBuf, String)]) -> Result<Mesh, MeshError> {
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|(path, text)| Source {
+            path: path.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    build(&sources)
+}
+
 /// One file as read: its path (for errors) and text.
 pub(super) struct Source {
     pub path: PathBuf,
@@ -189,7 +205,11 @@ fn parse(src: &Source) -> Result<model::File, MeshError> {
         };
         MeshError {
             file: src.path.clone(),
-            line: e.location().map(|l| l.line()),
+            // serde_yaml gives no location for a second document.
+            line: e
+                .location()
+                .map(|l| l.line())
+                .or_else(|| locate::second_document(&src.text)),
             field,
             message,
         }

@@ -12,7 +12,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load_dir, MeshError};
+pub use load::{load_dir, load_texts, MeshError};
 pub use watch::{watch, WatchHandle};
 
 use std::collections::BTreeMap;

@@ -79,7 +79,11 @@ fn load_str_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Confi
             };
             ConfigError {
                 file: path.to_owned(),
-                line: e.location().map(|l| l.line()),
+                // serde_yaml gives no location for a second document.
+                line: e
+                    .location()
+                    .map(|l| l.line())
+                    .or_else(|| locate::second_document(text)),
                 field,
                 message,
             }

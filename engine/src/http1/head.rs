@@ -39,6 +39,11 @@ pub fn upstream_request(out: &mut Vec<u8>, buf: &[u8], h: &RequestHead, e: &Requ
     // Origin-form from here on: for an absolute-form target, the path onward.
     let target_end = h.target.end as usize;
     let origin = buf.get(h.path.start as usize..target_end).unwrap_or(b"/");
+    if h.path.is_empty() && h.authority.is_some() {
+        // `http://host` and `http://host?q` have no path; origin-form needs one
+        // (RFC 9112 §3.2.1), else the request line would be "GET  HTTP/1.1".
+        out.push(b'/');
+    }
     match e.rewrite {
         Some((matched, new_prefix)) => {
             out.extend_from_slice(new_prefix);
@@ -353,6 +358,17 @@ mod tests {
                 assert_eq!(named(&out, "content-length"), [want], "{lines:?}: {out}");
             }
         }
+    }
+
+    #[test]
+    fn an_absolute_form_target_without_a_path_goes_as_slash() {
+        // Found by the fuzz target http1_request (fuzz/seeds/http1_request/regress-no-path).
+        let up = upstream(b"GET http://b.test HTTP/1.1\r\nHost: b.test\r\n\r\n");
+        assert!(up.starts_with("GET / HTTP/1.1\r\n"), "{up}");
+        let up = upstream(b"GET http://b.test?q=1 HTTP/1.1\r\nHost: b.test\r\n\r\n");
+        assert!(up.starts_with("GET /?q=1 HTTP/1.1\r\n"), "{up}");
+        let up = upstream(b"OPTIONS * HTTP/1.1\r\nHost: b.test\r\n\r\n");
+        assert!(up.starts_with("OPTIONS * HTTP/1.1\r\n"), "{up}");
     }
 
     #[test]

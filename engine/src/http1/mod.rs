@@ -21,7 +21,7 @@
 
 mod body;
 pub mod codec;
-mod head;
+pub mod head;
 mod local;
 mod to_h2;
 
@@ -36,6 +36,7 @@ use self::codec::{BodyFraming, HeadError, Method, RequestHead, ResponseHead};
 pub use self::head::canonical_length;
 pub use self::local::reason_phrase;
 use self::local::LocalError;
+pub use self::to_h2::to_request;
 use crate::access_log::Entry;
 use crate::config::ListenerKind;
 use crate::conn::Conn as Stream;

@@ -35,8 +35,9 @@ pub(super) struct H1Req<'a> {
 }
 
 /// The request head as an HTTP/2 request, from the HTTP/1.1 bytes we would
-/// have sent upstream.
-fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<()>> {
+/// have sent upstream. Public as a fuzzing entry point (fuzz target
+/// `http1_request`).
+pub fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<()>> {
     let mut slots = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut slots);
     let httparse::Status::Complete(_) = req.parse(h1).ok()? else {
@@ -71,7 +72,17 @@ fn to_request(h1: &[u8], scheme: &str, mesh_hop: bool) -> Option<http::Request<(
     if authority.is_empty() {
         authority = "localhost";
     }
-    let uri = format!("{scheme}://{authority}{}", req.path?);
+    let uri = match req.path? {
+        // Asterisk-form (OPTIONS *) keeps `*` as its path, which h2 sends as
+        // `:path: *` (RFC 9113 §8.3.1); "http://host*" would name a host "host*".
+        "*" => http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("*")
+            .build()
+            .ok()?,
+        path => format!("{scheme}://{authority}{path}").parse().ok()?,
+    };
     b.uri(uri).body(()).ok()
 }
 
@@ -270,5 +281,21 @@ impl Conn {
             return Ok(Next::Close);
         }
         Ok(self.after(head, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_request;
+
+    #[test]
+    fn options_asterisk_keeps_its_authority_and_no_path() {
+        // Found by the fuzz target http1_request (fuzz/seeds/http1_request/options-star).
+        let req = to_request(b"OPTIONS * HTTP/1.1\r\nhost: a.test\r\n\r\n", "http", false).unwrap();
+        assert_eq!(req.method(), http::Method::OPTIONS);
+        assert_eq!(req.uri().authority().unwrap().as_str(), "a.test");
+        assert_eq!(req.uri().path_and_query().unwrap().as_str(), "*");
+        let req = to_request(b"GET /p?q HTTP/1.1\r\nhost: a.test\r\n\r\n", "https", false).unwrap();
+        assert_eq!(req.uri().to_string(), "https://a.test/p?q");
     }
 }

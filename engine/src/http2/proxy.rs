@@ -447,8 +447,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// `grpc-timeout: 1S` / `250m` / `100u` ... (gRPC over HTTP/2).
-fn grpc_timeout(h: &HeaderMap) -> Option<Duration> {
+/// `grpc-timeout: 1S` / `250m` / `100u` ... (gRPC over HTTP/2). Public as a
+/// fuzzing entry point (fuzz target `http2_request`).
+pub fn grpc_timeout(h: &HeaderMap) -> Option<Duration> {
     let v = h.get("grpc-timeout")?.as_bytes();
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
     if num.is_empty() || num.len() > 8 {
@@ -852,45 +853,7 @@ async fn send_h1(
             }
         }
     };
-    // Head: origin-form target, Host from :authority.
-    let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(parts.method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(
-        parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .as_bytes(),
-    );
-    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    match parts.uri.authority() {
-        Some(a) => head.extend_from_slice(a.as_str().as_bytes()),
-        None => head.extend_from_slice(parts.headers.get(HOST).map_or(&b""[..], |h| h.as_bytes())),
-    }
-    head.extend_from_slice(b"\r\n");
-    let mut has_length = false;
-    for (n, v) in &parts.headers {
-        if n == HOST || n == http::header::TE {
-            continue;
-        }
-        has_length |= n == CONTENT_LENGTH;
-        head.extend_from_slice(n.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(v.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    let chunked = !eos && !has_length;
-    if chunked {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if eos
-        && !has_length
-        && parts.method != http::Method::GET
-        && parts.method != http::Method::HEAD
-    {
-        head.extend_from_slice(b"content-length: 0\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    let (head, chunked) = h1_request_head(parts, eos);
     let (res, _) = conn.write_all(head).await;
     if res.is_err() {
         return Err(Fail::Reset);
@@ -968,6 +931,66 @@ async fn send_h1(
     })
 }
 
+/// The HTTP/1.1 head for an HTTP/2 request (headers already edited):
+/// origin-form target, Host from :authority, chunked when a body of unknown
+/// length follows (`eos`: the request has no body). Returns the head and
+/// whether the body goes chunked. Public as a fuzzing entry point (fuzz
+/// target `http2_request`).
+pub fn h1_request_head(parts: &http::request::Parts, eos: bool) -> (Vec<u8>, bool) {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    match parts.uri.authority() {
+        Some(a) => head.extend_from_slice(a.as_str().as_bytes()),
+        None => head.extend_from_slice(parts.headers.get(HOST).map_or(&b""[..], |h| h.as_bytes())),
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut has_length = false;
+    for (n, v) in &parts.headers {
+        if n == HOST || n == http::header::TE {
+            continue;
+        }
+        has_length |= n == CONTENT_LENGTH;
+        head.extend_from_slice(n.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let chunked = !eos && !has_length;
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if eos
+        && !has_length
+        && parts.method != http::Method::GET
+        && parts.method != http::Method::HEAD
+    {
+        head.extend_from_slice(b"content-length: 0\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    (head, chunked)
+}
+
+/// The end of a chunked body: the last chunk, the trailer fields, the final
+/// CRLF. Public as a fuzzing entry point (fuzz target `http2_request`).
+pub fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (n, v) in trailers.into_iter().flatten() {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes an HTTP/2 body to an HTTP/1.1 peer (chunked, with trailers, or
 /// as-is under a content-length). Err(true): the HTTP/2 side failed (reset);
 /// Err(false): the HTTP/1.1 side failed.
@@ -1008,16 +1031,8 @@ pub async fn h2_body_to_h1(
     }
     if chunked {
         out.clear();
-        out.extend_from_slice(b"0\r\n");
-        if let Ok(Some(t)) = poll_fn(|cx| src.poll_trailers(cx)).await {
-            for (n, v) in &t {
-                out.extend_from_slice(n.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        out.extend_from_slice(b"\r\n");
+        let trailers = poll_fn(|cx| src.poll_trailers(cx)).await.ok().flatten();
+        last_chunk(&mut out, trailers.as_ref());
         let (res, _) = dst.write_all(out).await;
         if res.is_err() {
             return Err(false);
@@ -1248,7 +1263,8 @@ pub async fn h1_body_to_h2(
 
 /// The trailer section at the end of a finished chunked body's bytes (the
 /// field lines between the last-chunk line and the final empty line).
-fn trailer_section(consumed: &[u8]) -> Vec<u8> {
+/// Public as a fuzzing entry point (fuzz target `http2_request`).
+pub fn trailer_section(consumed: &[u8]) -> Vec<u8> {
     let body = consumed.strip_suffix(b"\r\n").unwrap_or(consumed);
     let mut fields: Vec<&[u8]> = Vec::new();
     for line in body.split(|&b| b == b'\n').rev() {
@@ -1269,7 +1285,10 @@ fn trailer_section(consumed: &[u8]) -> Vec<u8> {
     out
 }
 
-fn parse_trailers(b: &[u8]) -> Option<HeaderMap> {
+/// Trailer field lines as HTTP/2 trailers; `None` if any line is not a
+/// valid field. Public as a fuzzing entry point (fuzz target
+/// `http2_request`).
+pub fn parse_trailers(b: &[u8]) -> Option<HeaderMap> {
     let mut h = HeaderMap::new();
     for line in b.split(|&c| c == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
