@@ -227,12 +227,17 @@ impl Conn {
         }
         let mut sent = head_bytes;
         if !no_body && !eos {
-            match crate::http2::proxy::h2_body_to_h1(&mut body, &mut self.stream, chunked).await {
+            let t = self.send_timeout;
+            match crate::http2::proxy::h2_body_to_h1(&mut body, &mut self.stream, chunked, t).await
+            {
                 Ok(n) => {
                     self.stats.tx.add(n);
                     sent += n;
                 }
-                Err(_) => {
+                Err(e) => {
+                    if e == crate::http2::proxy::H2ToH1Error::H1Stalled {
+                        self.stats.send_timeouts.inc();
+                    }
                     epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
                     self.log(
                         info,
