@@ -42,6 +42,44 @@ pub async fn write_range<W: AsyncWriteRent, B: IoBuf>(
     (res.map(|_| ()), slice.into_inner())
 }
 
+/// Writes `buf[start..end]` fully unless one write makes no progress for
+/// `timeout` (a peer that does not read): then the error is `TimedOut`, the
+/// buffer went with the cancelled write and an empty one is returned. The
+/// caller closes the connection: how much of the range went out is unknown.
+pub async fn write_range_within<W: AsyncWriteRent, B: IoBuf + Default>(
+    w: &mut W,
+    mut buf: B,
+    start: usize,
+    end: usize,
+    timeout: Duration,
+) -> (io::Result<()>, B) {
+    let mut pos = start;
+    while pos < end {
+        match monoio::time::timeout(timeout, w.write(buf.slice(pos..end))).await {
+            Err(_) => return (Err(io::ErrorKind::TimedOut.into()), B::default()),
+            Ok((res, slice)) => {
+                buf = slice.into_inner();
+                match res {
+                    Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                    Ok(n) => pos += n,
+                    Err(e) => return (Err(e), buf),
+                }
+            }
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// `write_range_within` of a whole `Vec`.
+pub async fn write_all_within<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: Vec<u8>,
+    timeout: Duration,
+) -> (io::Result<()>, Vec<u8>) {
+    let n = buf.len();
+    write_range_within(w, buf, 0, n, timeout).await
+}
+
 /// What ended a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelEnd {
@@ -51,6 +89,10 @@ pub enum TunnelEnd {
     Idle,
     /// A read or write failed (reset).
     Error,
+    /// A write to one side made no progress for the send timeout (that side
+    /// does not read): the whole tunnel was closed. `to_a`: the stalled
+    /// writes were to `a`.
+    SendTimeout { to_a: bool },
 }
 
 /// Bytes moved by a tunnel: (a to b, b to a).
@@ -62,22 +104,28 @@ pub struct Moved {
 
 /// Copies bytes both ways until both directions are done. EOF on one side's
 /// read becomes a write shutdown on the other (half-close); the tunnel ends
-/// when neither direction moved a byte for `idle`.
+/// when neither direction moved a byte for `idle`, or at once when a write
+/// made no progress for `send_timeout`.
 pub async fn tunnel(
     a: Conn,
     b: Conn,
     idle: Duration,
+    send_timeout: Duration,
     bufs: (Vec<u8>, Vec<u8>),
 ) -> (TunnelEnd, Moved, (Vec<u8>, Vec<u8>)) {
     let last = Rc::new(Cell::new(Instant::now()));
+    let abort = crate::notify::Notify::default();
     let (mut ar, mut aw) = a.into_split();
     let (mut br, mut bw) = b.into_split();
-    let one = pump(&mut ar, &mut bw, idle, last.clone(), bufs.0);
-    let two = pump(&mut br, &mut aw, idle, last, bufs.1);
+    let t = Timeouts { idle, send_timeout };
+    let one = pump(&mut ar, &mut bw, t, last.clone(), &abort, bufs.0);
+    let two = pump(&mut br, &mut aw, t, last, &abort, bufs.1);
     let ((e1, n1, b1), (e2, n2, b2)) = monoio::join!(one, two);
     let end = match (e1, e2) {
-        (TunnelEnd::Error, _) | (_, TunnelEnd::Error) => TunnelEnd::Error,
-        (TunnelEnd::Idle, _) | (_, TunnelEnd::Idle) => TunnelEnd::Idle,
+        (Pumped::SendTimeout, _) => TunnelEnd::SendTimeout { to_a: false },
+        (_, Pumped::SendTimeout) => TunnelEnd::SendTimeout { to_a: true },
+        (Pumped::End(TunnelEnd::Error), _) | (_, Pumped::End(TunnelEnd::Error)) => TunnelEnd::Error,
+        (Pumped::End(TunnelEnd::Idle), _) | (_, Pumped::End(TunnelEnd::Idle)) => TunnelEnd::Idle,
         _ => TunnelEnd::Closed,
     };
     (
@@ -90,13 +138,28 @@ pub async fn tunnel(
     )
 }
 
+#[derive(Clone, Copy)]
+struct Timeouts {
+    idle: Duration,
+    send_timeout: Duration,
+}
+
+/// How one direction of a tunnel ended.
+enum Pumped {
+    End(TunnelEnd),
+    /// Its write stalled; the other direction was told to stop.
+    SendTimeout,
+}
+
 async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
     r: &mut R,
     w: &mut W,
-    idle: Duration,
+    t: Timeouts,
     last: Rc<Cell<Instant>>,
+    abort: &crate::notify::Notify,
     mut buf: Vec<u8>,
-) -> (TunnelEnd, u64, Vec<u8>) {
+) -> (Pumped, u64, Vec<u8>) {
+    let idle = t.idle;
     let mut last_full = false;
     let mut moved = 0u64;
     loop {
@@ -108,10 +171,16 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
         let since = last.get().elapsed();
         if since >= idle {
             let _ = w.shutdown().await;
-            return (TunnelEnd::Idle, moved, buf);
+            return (Pumped::End(TunnelEnd::Idle), moved, buf);
         }
         let cap = buf.capacity();
-        let read = monoio::time::timeout(idle - since, r.read(SliceMut::new(buf, 0, cap))).await;
+        let read = monoio::select! {
+            r = monoio::time::timeout(idle - since, r.read(SliceMut::new(buf, 0, cap))) => r,
+            // The other direction's peer stopped reading: the tunnel is over.
+            _ = abort.fired() => {
+                return (Pumped::End(TunnelEnd::Error), moved, Vec::with_capacity(cap));
+            }
+        };
         let (res, slice) = match read {
             Ok(r) => r,
             // The read was cancelled with its buffer; the other direction may
@@ -125,21 +194,32 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
         match res {
             Ok(0) => {
                 let _ = w.shutdown().await;
-                return (TunnelEnd::Closed, moved, buf);
+                return (Pumped::End(TunnelEnd::Closed), moved, buf);
             }
             Ok(n) => {
                 last_full = n == buf.capacity();
                 last.set(Instant::now());
-                let (res, b) = w.write_all(buf).await;
+                let (res, b) = monoio::select! {
+                    r = write_all_within(w, buf, t.send_timeout) => r,
+                    _ = abort.fired() => {
+                        return (Pumped::End(TunnelEnd::Error), moved, Vec::with_capacity(cap));
+                    }
+                };
                 buf = b;
-                if res.is_err() {
-                    return (TunnelEnd::Error, moved, buf);
+                match res {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        abort.fire();
+                        return (Pumped::SendTimeout, moved, Vec::with_capacity(cap));
+                    }
+                    Err(_) => return (Pumped::End(TunnelEnd::Error), moved, buf),
                 }
                 moved += n as u64;
+                last.set(Instant::now());
             }
             Err(_) => {
                 let _ = w.shutdown().await;
-                return (TunnelEnd::Error, moved, buf);
+                return (Pumped::End(TunnelEnd::Error), moved, buf);
             }
         }
     }

@@ -41,7 +41,9 @@ pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, d
     drop(epoch);
     let _ = down.set_nodelay(true);
     let bufs = (worker.bufs.get(), worker.bufs.get());
-    let (end, moved, (b1, b2)) = crate::io::tunnel(down, up, idle_timeout, bufs).await;
+    // A side that stops reading holds the tunnel for at most the idle timeout.
+    let (end, moved, (b1, b2)) =
+        crate::io::tunnel(down, up, idle_timeout, idle_timeout, bufs).await;
     worker.bufs.put(b1);
     worker.bufs.put(b2);
     stats.rx.add(moved.a_to_b);
@@ -50,6 +52,12 @@ pub async fn serve(worker: Rc<Worker>, epoch: Rc<EpochLocal>, listener: usize, d
         crate::io::TunnelEnd::Closed => TcpOutcome::Closed,
         crate::io::TunnelEnd::Idle => TcpOutcome::IdleTimeout,
         crate::io::TunnelEnd::Error => TcpOutcome::Reset,
+        crate::io::TunnelEnd::SendTimeout { to_a } => {
+            if to_a {
+                stats.send_timeouts.inc();
+            }
+            TcpOutcome::IdleTimeout
+        }
     });
     drop(cs);
 }

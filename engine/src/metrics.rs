@@ -140,6 +140,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Downstream connections open now.",
     ),
     (
+        "ringmesh_downstream_send_timeouts_total",
+        "counter",
+        "Downstream connections closed because a write to the client made no progress for limits.downstream_send_timeout.",
+    ),
+    (
+        "ringmesh_downstream_accept_paused_total",
+        "counter",
+        "Times a worker stopped accepting on a listener because it serves limits.max_connections_per_worker connections.",
+    ),
+    (
+        "ringmesh_downstream_accept_errors_total",
+        "counter",
+        "Failed accepts (e.g. EMFILE: out of file descriptors); the worker backs off and retries.",
+    ),
+    (
         "ringmesh_downstream_bytes_received_total",
         "counter",
         "Bytes read from downstream.",

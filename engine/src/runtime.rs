@@ -87,6 +87,22 @@ pub fn raise_limits() {
     }
 }
 
+/// The soft RLIMIT_NOFILE (after [`raise_limits`]); a large default if it
+/// cannot be read or is unlimited.
+pub fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as in raise_limits.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
+        || r.rlim_cur == libc::RLIM_INFINITY
+    {
+        return 1 << 20;
+    }
+    r.rlim_cur
+}
+
 fn memlock_kib() -> String {
     let mut r = libc::rlimit {
         rlim_cur: 0,

@@ -44,6 +44,10 @@ pub struct ListenerStats {
     pub active: Arc<Gauge>,
     pub rx: Arc<Counter>,
     pub tx: Arc<Counter>,
+    /// Connections closed by `limits.downstream_send_timeout`.
+    pub send_timeouts: Arc<Counter>,
+    accept_paused: Arc<Counter>,
+    accept_errors: Arc<Counter>,
     tcp: Option<[Arc<Counter>; 4]>,
     /// Present for TLS and mTLS listeners.
     pub tls: Option<crate::tls::TlsStats>,
@@ -63,6 +67,9 @@ impl ListenerStats {
             active: reg.gauge("ringmesh_downstream_connections_active", l.clone()),
             rx: reg.counter("ringmesh_downstream_bytes_received_total", l.clone()),
             tx: reg.counter("ringmesh_downstream_bytes_sent_total", l.clone()),
+            send_timeouts: reg.counter("ringmesh_downstream_send_timeouts_total", l.clone()),
+            accept_paused: reg.counter("ringmesh_downstream_accept_paused_total", l.clone()),
+            accept_errors: reg.counter("ringmesh_downstream_accept_errors_total", l.clone()),
             tls: tls.then(|| crate::tls::TlsStats {
                 handshakes: reg.counter("ringmesh_tls_handshakes_total", l.clone()),
                 failures: reg.counter("ringmesh_downstream_tls_failures_total", l.clone()),
@@ -237,6 +244,12 @@ pub struct Worker {
     /// Accept loops running, by address, with their stop signal.
     running: RefCell<FxHashMap<SocketAddr, Rc<Notify>>>,
     pub active_conns: Cell<usize>,
+    /// Fired when a connection closes, for accept loops paused at the
+    /// connection limit; a fresh one per pause.
+    slot_freed: RefCell<Option<Rc<Notify>>>,
+    /// `limits.max_connections_per_worker` when the config leaves it out,
+    /// from the file-descriptor limit at start-up.
+    auto_max_conns: usize,
     /// The worker runs on io_uring (else epoll).
     pub uring: bool,
 }
@@ -266,6 +279,11 @@ impl Worker {
             listener_stats: RefCell::default(),
             running: RefCell::default(),
             active_conns: Cell::new(0),
+            slot_freed: RefCell::default(),
+            auto_max_conns: crate::config::compile::auto_max_connections_per_worker(
+                crate::runtime::nofile_limit(),
+                shared.workers.len(),
+            ),
             uring,
             shared,
         });
@@ -406,6 +424,65 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner()) = running.keys().copied().collect();
     }
 
+    /// The connection limit of the current epoch.
+    pub fn max_connections(self: &Rc<Self>) -> usize {
+        self.current()
+            .config
+            .limits
+            .max_connections_per_worker
+            .unwrap_or(self.auto_max_conns)
+    }
+
+    fn conn_opened(&self) {
+        self.active_conns.set(self.active_conns.get() + 1);
+    }
+
+    fn conn_closed(&self) {
+        self.active_conns.set(self.active_conns.get() - 1);
+        if let Some(n) = self.slot_freed.borrow_mut().take() {
+            n.fire();
+        }
+    }
+
+    /// Waits until the worker is below its connection limit; false if the
+    /// listener stopped or the worker drains meanwhile.
+    async fn below_limit(self: &Rc<Self>, addr: SocketAddr, stop: &Notify) -> bool {
+        if self.active_conns.get() < self.max_connections() {
+            return true;
+        }
+        // New connections wait in the kernel's backlog (or are refused by
+        // it when that is full) until one of ours closes.
+        if let Some(stats) = self.listener_stats_at(addr) {
+            stats.accept_paused.inc();
+        }
+        crate::log::warn_limited(&format!(
+            "worker {}: {} connections open, the limit (limits.max_connections_per_worker): \
+             not accepting on {addr} until one closes",
+            self.id,
+            self.active_conns.get()
+        ));
+        while self.active_conns.get() >= self.max_connections() {
+            let freed = self
+                .slot_freed
+                .borrow_mut()
+                .get_or_insert_with(Default::default)
+                .clone();
+            monoio::select! {
+                _ = freed.fired() => {}
+                // The limit may have been raised by a reload.
+                _ = monoio::time::sleep(TICK) => {}
+                _ = stop.fired() => return false,
+                _ = self.drain.fired() => return false,
+            }
+        }
+        true
+    }
+
+    fn listener_stats_at(self: &Rc<Self>, addr: SocketAddr) -> Option<Rc<ListenerStats>> {
+        let epoch = self.current();
+        epoch.listener_at(addr).map(|i| epoch.listeners[i].clone())
+    }
+
     async fn accept_loop(
         self: Rc<Self>,
         listener: monoio::net::TcpListener,
@@ -413,6 +490,9 @@ impl Worker {
         stop: Rc<Notify>,
     ) {
         loop {
+            if !self.below_limit(addr, &stop).await {
+                break;
+            }
             let accepted = monoio::select! {
                 r = listener.accept() => r,
                 _ = stop.fired() => break,
@@ -421,10 +501,22 @@ impl Worker {
             let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    if let Some(stats) = self.listener_stats_at(addr) {
+                        stats.accept_errors.inc();
+                    }
+                    // A connection reset while it waited in the backlog
+                    // (ECONNABORTED) and the like: only that one is lost.
+                    if !crate::upstream::local_shortage(&e) {
+                        continue;
+                    }
                     // EMFILE/ENFILE and friends: back off instead of spinning;
                     // the kernel keeps the connection in the backlog.
                     crate::log::warn_limited(&format!("worker {}: accept on {addr}: {e}", self.id));
-                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    monoio::select! {
+                        _ = monoio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = stop.fired() => break,
+                        _ = self.drain.fired() => break,
+                    }
                     continue;
                 }
             };
@@ -433,11 +525,13 @@ impl Worker {
                 continue;
             };
             let w = self.clone();
+            // Counted before the task first runs, so the limit holds even
+            // when many connections are accepted in one go.
+            w.conn_opened();
             let fut = async move {
                 let stats = epoch.listeners[idx].clone();
                 stats.conns_total.inc();
                 stats.active.inc();
-                w.active_conns.set(w.active_conns.get() + 1);
                 let l = &epoch.config.listeners[idx];
                 let conn = match &l.tls {
                     None => Some(crate::conn::Conn::Plain(stream)),
@@ -468,7 +562,7 @@ impl Worker {
                         Box::pin(crate::l4::serve(w.clone(), epoch, idx, conn)).await
                     }
                 }
-                w.active_conns.set(w.active_conns.get() - 1);
+                w.conn_closed();
                 stats.active.dec();
             };
             monoio::spawn(fut);

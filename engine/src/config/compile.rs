@@ -39,9 +39,33 @@ pub struct Limits {
     pub max_headers: usize,
     pub request_head_timeout: Duration,
     pub downstream_idle_timeout: Duration,
+    pub downstream_send_timeout: Duration,
+    /// None: derived from the file-descriptor limit by each worker
+    /// ([`auto_max_connections_per_worker`]).
+    pub max_connections_per_worker: Option<usize>,
     pub upstream_response_timeout: Duration,
     pub drain_timeout: Duration,
     pub http2: Http2Limits,
+}
+
+/// Largest `limits.max_connections_per_worker` accepted.
+pub const MAX_CONNECTIONS_PER_WORKER: u32 = 10_000_000;
+/// The derived per-worker connection limit never exceeds this: past it an
+/// edge proxy is better served by an explicit number.
+pub const AUTO_CONNECTIONS_CAP: usize = 65_536;
+
+/// The default `limits.max_connections_per_worker`: a connection may need two
+/// descriptors (client and upstream), a quarter of the descriptors (at least
+/// 64) stay for everything else (listening sockets, idle pooled upstream
+/// connections, the admin and control threads, log files), and the rest is
+/// shared by the workers; at least 16, at most [`AUTO_CONNECTIONS_CAP`].
+/// `nofile` is the soft `RLIMIT_NOFILE` after start-up raised it to the hard
+/// limit.
+pub fn auto_max_connections_per_worker(nofile: u64, workers: usize) -> usize {
+    let nofile = nofile.min(1 << 30) as usize;
+    let reserve = (nofile / 4).max(64);
+    let per_worker = nofile.saturating_sub(reserve) / 2 / workers.max(1);
+    per_worker.clamp(16, AUTO_CONNECTIONS_CAP)
 }
 
 /// `limits.http2`, checked.
@@ -203,11 +227,34 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
     if l.max_headers == 0 || l.max_headers > 1000 {
         return err("limits.max_headers", "must be between 1 and 1000");
     }
+    for (field, d) in [
+        ("limits.request_head_timeout", l.request_head_timeout),
+        ("limits.downstream_idle_timeout", l.downstream_idle_timeout),
+        ("limits.downstream_send_timeout", l.downstream_send_timeout),
+        (
+            "limits.upstream_response_timeout",
+            l.upstream_response_timeout,
+        ),
+    ] {
+        if d.0.is_zero() {
+            return err(field, "must be more than 0");
+        }
+    }
+    if let Some(n) = l.max_connections_per_worker {
+        if n == 0 || n > MAX_CONNECTIONS_PER_WORKER {
+            return err(
+                "limits.max_connections_per_worker",
+                format!("must be between 1 and {MAX_CONNECTIONS_PER_WORKER}"),
+            );
+        }
+    }
     let limits = Limits {
         max_request_head_bytes: l.max_request_head_bytes,
         max_headers: l.max_headers,
         request_head_timeout: l.request_head_timeout.0,
         downstream_idle_timeout: l.downstream_idle_timeout.0,
+        downstream_send_timeout: l.downstream_send_timeout.0,
+        max_connections_per_worker: l.max_connections_per_worker.map(|n| n as usize),
         upstream_response_timeout: l.upstream_response_timeout.0,
         drain_timeout: l.drain_timeout.0,
         http2: http2_limits(&l.http2)?,

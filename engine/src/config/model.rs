@@ -87,6 +87,14 @@ pub struct Limits {
     pub max_headers: usize,
     pub request_head_timeout: Dur,
     pub downstream_idle_timeout: Dur,
+    /// A write to a client that makes no progress for this long (the client
+    /// does not read) closes the connection, like nginx's `send_timeout`.
+    pub downstream_send_timeout: Dur,
+    /// Connections one worker serves at once; above it the worker stops
+    /// accepting (new connections wait in the kernel's backlog) until one
+    /// closes. None: derived from the file-descriptor limit (see
+    /// `compile::auto_max_connections_per_worker`).
+    pub max_connections_per_worker: Option<u32>,
     pub upstream_response_timeout: Dur,
     pub drain_timeout: Dur,
     pub http2: Http2Limits,
@@ -99,6 +107,8 @@ impl Default for Limits {
             max_headers: 100,
             request_head_timeout: Dur::secs(10),
             downstream_idle_timeout: Dur::secs(60),
+            downstream_send_timeout: Dur::secs(60),
+            max_connections_per_worker: None,
             upstream_response_timeout: Dur::secs(15),
             drain_timeout: Dur::secs(15),
             http2: Http2Limits::default(),

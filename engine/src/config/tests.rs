@@ -217,3 +217,72 @@ fn an_alias_bomb_is_refused_before_it_expands() {
     assert!(e.message.contains("YAML values (aliases expanded)"), "{e}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(2));
 }
+
+#[test]
+fn abuse_limits_have_edge_defaults_and_are_checked() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(
+        c.limits.downstream_send_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(c.limits.max_connections_per_worker, None);
+    let c = load(&format!(
+        "limits:\n  downstream_send_timeout: 2s\n  max_connections_per_worker: 500\n{GOOD}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.limits.downstream_send_timeout,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(c.limits.max_connections_per_worker, Some(500));
+    for (line, field, msg) in [
+        (
+            "max_connections_per_worker: 0",
+            "limits.max_connections_per_worker",
+            "must be between 1 and 10000000",
+        ),
+        (
+            "max_connections_per_worker: 10000001",
+            "limits.max_connections_per_worker",
+            "must be between 1 and 10000000",
+        ),
+        (
+            "downstream_send_timeout: 0s",
+            "limits.downstream_send_timeout",
+            "must be more than 0",
+        ),
+        (
+            "request_head_timeout: 0ms",
+            "limits.request_head_timeout",
+            "must be more than 0",
+        ),
+    ] {
+        let e = load(&format!("limits:\n  {line}\n{GOOD}")).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            (field, msg),
+            "{line}"
+        );
+        assert_eq!(e.line, Some(2), "{line}");
+    }
+}
+
+#[test]
+fn the_derived_connection_limit_leaves_descriptors_to_spare() {
+    use compile::auto_max_connections_per_worker as auto;
+    // Two descriptors per connection, a quarter (at least 64) kept back.
+    assert_eq!(auto(256, 1), 96);
+    assert_eq!(auto(1024, 2), 192);
+    assert_eq!(auto(20_000, 2), 3750);
+    assert_eq!(auto(1 << 20, 8), 49_152);
+    // Bounds: at least 16, at most 65536; never more than the descriptors.
+    assert_eq!(auto(64, 4), 16);
+    assert_eq!(auto(u64::MAX, 1), 65_536);
+    for (nofile, workers) in [(256, 1), (4096, 3), (65_536, 16), (1 << 20, 64)] {
+        let n = auto(nofile, workers) as u64;
+        assert!(
+            2 * n * workers as u64 <= nofile * 3 / 4,
+            "{nofile} {workers}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::codec::{BodyFraming, ChunkedState};
-use crate::io::{read_append, write_range};
+use crate::io::{read_append, write_range_within};
 
 /// Trailer section limit for chunked bodies.
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
@@ -20,6 +20,8 @@ pub enum BodyError {
     SrcError,
     SrcTimeout,
     DstError,
+    /// A write to the destination made no progress for `dst_timeout`.
+    DstTimeout,
     /// Invalid chunked framing from the source.
     Framing,
 }
@@ -35,13 +37,15 @@ pub struct Transfer {
 
 /// Moves the body described by `framing`. `buf` starts with bytes already read
 /// from `src` (possibly more than this body). Returns the bytes moved and the
-/// buffer, holding whatever followed the body.
+/// buffer, holding whatever followed the body. `idle` bounds each read from
+/// `src`, `dst_timeout` each write to `dst` (no progress: `DstTimeout`).
 pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
     src: &mut S,
     dst: &mut D,
     mut buf: Vec<u8>,
     framing: BodyFraming,
     idle: Duration,
+    dst_timeout: Duration,
     dechunk: bool,
 ) -> (Result<Transfer, BodyError>, Vec<u8>) {
     let mut t = Transfer::default();
@@ -70,10 +74,12 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
                         Err(_) => return (Err(BodyError::Framing), buf),
                     };
                     let n = plain.len();
-                    let (res, p2) = write_range(dst, std::mem::take(&mut plain), 0, n).await;
+                    let (res, p2) =
+                        write_range_within(dst, std::mem::take(&mut plain), 0, n, dst_timeout)
+                            .await;
                     plain = p2;
-                    if res.is_err() {
-                        return (Err(BodyError::DstError), buf);
+                    if let Err(e) = res {
+                        return (Err(dst_error(&e)), buf);
                     }
                     t.written += n as u64;
                     buf.drain(..p.consumed);
@@ -88,10 +94,10 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
                 },
                 _ => (buf.len(), false),
             };
-            let (res, b) = write_range(dst, buf, 0, take).await;
+            let (res, b) = write_range_within(dst, buf, 0, take, dst_timeout).await;
             buf = b;
-            if res.is_err() {
-                return (Err(BodyError::DstError), buf);
+            if let Err(e) = res {
+                return (Err(dst_error(&e)), buf);
             }
             t.written += take as u64;
             buf.drain(..take);
@@ -124,5 +130,13 @@ pub async fn forward<S: AsyncReadRent, D: AsyncWriteRent>(
                 }
             }
         }
+    }
+}
+
+fn dst_error(e: &std::io::Error) -> BodyError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        BodyError::DstTimeout
+    } else {
+        BodyError::DstError
     }
 }

@@ -87,6 +87,11 @@ struct Conn {
     head_consumed: bool,
     /// Bytes of the current request read from the client (head and body).
     req_bytes: u64,
+    /// `limits.downstream_send_timeout` of the current request's epoch.
+    send_timeout: Duration,
+    /// When the connection reached HTTP: its first request head is due
+    /// within the request-head timeout of this.
+    opened: Instant,
 }
 
 enum HeadRead {
@@ -143,6 +148,8 @@ pub async fn serve(
         resp_headers: Vec::new(),
         head_consumed: false,
         req_bytes: 0,
+        send_timeout: epoch.config.limits.downstream_send_timeout,
+        opened: Instant::now(),
     };
     drop(epoch);
     loop {
@@ -245,6 +252,7 @@ impl Conn {
             return Next::Close;
         };
         self.listener = listener;
+        self.send_timeout = epoch.config.limits.downstream_send_timeout;
         let head = match self.read_head(&epoch.config.limits).await {
             HeadRead::Head(h) => h,
             HeadRead::Http2 => return Next::Http2,
@@ -268,7 +276,14 @@ impl Conn {
         if self.buf.is_empty() {
             self.buf = self.worker.bufs.get();
         }
-        let deadline = Instant::now() + limits.request_head_timeout;
+        // A head trickling in is cut at the deadline, not re-armed per byte;
+        // a new connection's first head counts from the connection's start.
+        let since = if self.first {
+            self.opened
+        } else {
+            Instant::now()
+        };
+        let deadline = since + limits.request_head_timeout;
         let codec_limits = codec::Limits {
             max_head_bytes: limits.max_request_head_bytes,
             max_headers: limits.max_headers,
@@ -322,13 +337,24 @@ impl Conn {
         self.stats.rx.add(n);
     }
 
+    /// Writes to the client; false if it failed or made no progress for
+    /// the send timeout (the caller closes the connection).
     async fn send(&mut self, out: Vec<u8>) -> (bool, Vec<u8>) {
         let n = out.len() as u64;
-        let (res, out) = self.stream.write_all(out).await;
-        if res.is_ok() {
-            self.stats.tx.add(n);
+        let (res, out) =
+            crate::io::write_all_within(&mut self.stream, out, self.send_timeout).await;
+        match &res {
+            Ok(()) => self.stats.tx.add(n),
+            Err(e) => self.write_failed(e),
         }
         (res.is_ok(), out)
+    }
+
+    /// Counts a write to the client that timed out.
+    fn write_failed(&self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            self.stats.send_timeouts.inc();
+        }
     }
 
     async fn answer_error(&mut self, e: LocalError, close: bool, request_id: Option<&[u8]>) {
@@ -837,6 +863,9 @@ impl Conn {
                     buf,
                     req_framing,
                     limits.downstream_idle_timeout,
+                    // An upstream that stops reading the body: within the
+                    // route timeout the request fails (504 below).
+                    fwd.timeout,
                     false,
                 )
                 .await;
@@ -852,7 +881,7 @@ impl Conn {
                             cluster: Some(cluster_idx),
                         })
                     }
-                    Err(BodyError::DstError) => {
+                    Err(BodyError::DstError | BodyError::DstTimeout) => {
                         // The upstream may have answered early (413, 401):
                         // fall through and try to read its response.
                     }
@@ -984,8 +1013,19 @@ impl Conn {
         }
 
         let mut down = &mut self.stream;
-        let (res, ubuf) =
-            body::forward(&mut up, &mut down, ubuf, resp_framing, fwd.timeout, dechunk).await;
+        let (res, ubuf) = body::forward(
+            &mut up,
+            &mut down,
+            ubuf,
+            resp_framing,
+            fwd.timeout,
+            self.send_timeout,
+            dechunk,
+        )
+        .await;
+        if matches!(res, Err(BodyError::DstTimeout)) {
+            self.stats.send_timeouts.inc();
+        }
         let body_ok = res.is_ok();
         if matches!(
             res,
@@ -1028,15 +1068,27 @@ impl Conn {
     /// connection is a byte tunnel until both sides close.
     async fn tunnel(mut self, mut up: Stream, ubuf: Vec<u8>) {
         let pending = std::mem::take(&mut self.buf);
-        let n = pending.len();
-        let (r1, pending) = crate::io::write_range(&mut up, pending, 0, n).await;
-        let n = ubuf.len();
-        let (r2, ubuf) = crate::io::write_range(&mut self.stream, ubuf, 0, n).await;
+        let t = self.send_timeout;
+        let (r1, pending) = crate::io::write_all_within(&mut up, pending, t).await;
+        let (r2, ubuf) = crate::io::write_all_within(&mut self.stream, ubuf, t).await;
+        if let Err(e) = &r2 {
+            self.write_failed(e);
+        }
         if r1.is_err() || r2.is_err() {
             return;
         }
-        let (_, moved, (b1, b2)) =
-            crate::io::tunnel(self.stream, up, UPGRADE_IDLE, (reuse(pending), reuse(ubuf))).await;
+        // limits.downstream_send_timeout bounds a stalled write either way.
+        let (end, moved, (b1, b2)) = crate::io::tunnel(
+            self.stream,
+            up,
+            UPGRADE_IDLE,
+            t,
+            (reuse(pending), reuse(ubuf)),
+        )
+        .await;
+        if end == (crate::io::TunnelEnd::SendTimeout { to_a: true }) {
+            self.stats.send_timeouts.inc();
+        }
         self.stats.rx.add(moved.a_to_b);
         self.stats.tx.add(moved.b_to_a);
         self.worker.bufs.put(b1);

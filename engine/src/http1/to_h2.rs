@@ -238,14 +238,20 @@ impl Conn {
         }
         let mut sent = head_bytes;
         if !no_body && !eos {
-            match crate::http2::proxy::h2_body_to_h1(&mut body, &mut self.stream, chunked).await {
+            let t = self.send_timeout;
+            match crate::http2::proxy::h2_body_to_h1(&mut body, &mut self.stream, chunked, t).await
+            {
                 Ok(n) => {
                     self.stats.tx.add(n);
                     sent += n;
                 }
-                Err(upstream_failed) => {
-                    if upstream_failed {
+                Err(e) => {
+                    use crate::http2::proxy::H2ToH1Error;
+                    if e == H2ToH1Error::H2 {
                         cs.stats.body_errors.inc();
+                    }
+                    if e == H2ToH1Error::H1Stalled {
+                        self.stats.send_timeouts.inc();
                     }
                     epoch.count_request(self.listener, Some(route), Some(cluster_idx), status);
                     self.log(

@@ -58,6 +58,9 @@ pub struct H2Io {
     werr: Option<io::Error>,
     guard: Option<Rc<Guard>>,
     stats: Option<Rc<crate::worker::ListenerStats>>,
+    /// A write that makes no progress for this long fails (downstream
+    /// connections: `limits.downstream_send_timeout`).
+    send_timeout: Option<Duration>,
 }
 
 impl H2Io {
@@ -74,7 +77,13 @@ impl H2Io {
             werr: None,
             guard: None,
             stats: None,
+            send_timeout: None,
         }
+    }
+
+    pub fn with_send_timeout(mut self, t: Duration) -> Self {
+        self.send_timeout = Some(t);
+        self
     }
 
     pub fn with_guard(mut self, g: Rc<Guard>) -> Self {
@@ -97,6 +106,11 @@ impl H2Io {
             self.write = match res {
                 Ok(()) => WriteSide::Idle(w),
                 Err(e) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        if let Some(s) = &self.stats {
+                            s.send_timeouts.inc();
+                        }
+                    }
                     self.werr = Some(e);
                     WriteSide::Gone
                 }
@@ -196,9 +210,16 @@ impl tokio::io::AsyncWrite for H2Io {
         if let Some(s) = &this.stats {
             s.tx.add(data.len() as u64);
         }
+        let timeout = this.send_timeout;
         this.write = WriteSide::Busy(Box::pin(async move {
-            let (res, buf) = w.write_all(buf).await;
-            (w, res.map(|_| ()), buf)
+            let (res, buf) = match timeout {
+                Some(t) => crate::io::write_all_within(&mut w, buf, t).await,
+                None => {
+                    let (res, buf) = w.write_all(buf).await;
+                    (res.map(|_| ()), buf)
+                }
+            };
+            (w, res, buf)
         }));
         // Start the write now so the bytes leave without waiting for a flush.
         let _ = this.poll_busy(cx);

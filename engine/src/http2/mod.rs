@@ -104,6 +104,7 @@ pub async fn serve(
     let limits = epoch.config.limits.http2.clone();
     let head_timeout = epoch.config.limits.request_head_timeout;
     let idle_timeout = epoch.config.limits.downstream_idle_timeout;
+    let send_timeout = epoch.config.limits.downstream_send_timeout;
     let identity = conn.peer_identity().cloned();
     let xfcc = match &l.tls {
         Some(crate::tls::DownstreamTls::Mesh { own_id, .. }) => Some(match &identity {
@@ -131,7 +132,8 @@ pub async fn serve(
     let guard = Rc::new(io::Guard::new(&limits));
     let io = io::H2Io::new(conn, prefix)
         .with_guard(guard.clone())
-        .with_stats(stats);
+        .with_stats(stats)
+        .with_send_timeout(send_timeout);
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(limits.max_concurrent_streams)
         .initial_window_size(limits.initial_stream_window)

@@ -860,10 +860,12 @@ async fn send_h1(
     }
     if !eos {
         if let Some(mut src) = body.take() {
-            match h2_body_to_h1(&mut src, &mut conn, chunked).await {
+            // An upstream that stops reading the body fails the request
+            // within the route timeout.
+            match h2_body_to_h1(&mut src, &mut conn, chunked, timeout).await {
                 Ok(_) => {}
-                Err(true) => return Err(Fail::ClientGone),
-                Err(false) => return Err(Fail::Reset),
+                Err(H2ToH1Error::H2) => return Err(Fail::ClientGone),
+                Err(H2ToH1Error::H1 | H2ToH1Error::H1Stalled) => return Err(Fail::Reset),
             }
         }
     }
@@ -991,21 +993,40 @@ pub fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Why [`h2_body_to_h1`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2ToH1Error {
+    /// The HTTP/2 side failed (reset, idle).
+    H2,
+    /// A write to the HTTP/1.1 side failed.
+    H1,
+    /// A write to the HTTP/1.1 side made no progress for the send timeout.
+    H1Stalled,
+}
+
 /// Writes an HTTP/2 body to an HTTP/1.1 peer (chunked, with trailers, or
-/// as-is under a content-length). Err(true): the HTTP/2 side failed (reset);
-/// Err(false): the HTTP/1.1 side failed.
+/// as-is under a content-length); each write must make progress within
+/// `send_timeout`.
 pub async fn h2_body_to_h1(
     src: &mut RecvStream,
     dst: &mut Conn,
     chunked: bool,
-) -> Result<u64, bool> {
+    send_timeout: Duration,
+) -> Result<u64, H2ToH1Error> {
+    let h1_error = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            H2ToH1Error::H1Stalled
+        } else {
+            H2ToH1Error::H1
+        }
+    };
     let mut moved = 0u64;
     let mut out = Vec::new();
     loop {
         match monoio::time::timeout(BODY_IDLE, poll_fn(|cx| src.poll_data(cx))).await {
-            Err(_) => return Err(true),
+            Err(_) => return Err(H2ToH1Error::H2),
             Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(true),
+            Ok(Some(Err(_))) => return Err(H2ToH1Error::H2),
             Ok(Some(Ok(chunk))) => {
                 let n = chunk.len();
                 if n == 0 {
@@ -1019,11 +1040,10 @@ pub async fn h2_body_to_h1(
                 } else {
                     out.extend_from_slice(&chunk);
                 }
-                let (res, o) = dst.write_all(std::mem::take(&mut out)).await;
+                let (res, o) =
+                    crate::io::write_all_within(dst, std::mem::take(&mut out), send_timeout).await;
                 out = o;
-                if res.is_err() {
-                    return Err(false);
-                }
+                res.map_err(h1_error)?;
                 let _ = src.flow_control().release_capacity(n);
                 moved += n as u64;
             }
@@ -1033,10 +1053,8 @@ pub async fn h2_body_to_h1(
         out.clear();
         let trailers = poll_fn(|cx| src.poll_trailers(cx)).await.ok().flatten();
         last_chunk(&mut out, trailers.as_ref());
-        let (res, _) = dst.write_all(out).await;
-        if res.is_err() {
-            return Err(false);
-        }
+        let (res, _) = crate::io::write_all_within(dst, out, send_timeout).await;
+        res.map_err(h1_error)?;
     }
     Ok(moved)
 }

@@ -157,7 +157,13 @@ pub async fn connect_for(cs: &ClusterState, ep: &Endpoint, h2: bool) -> Result<C
         }
         Ok(Err(e)) => {
             cs.stats.connect_failures.inc();
-            ep.connect_failed();
+            // Out of descriptors, ports or memory here says nothing about
+            // the endpoint: ejecting it (and closing its pooled connections,
+            // which still work) would turn a local shortage into 503s that
+            // outlast it.
+            if !local_shortage(&e) {
+                ep.connect_failed();
+            }
             Err(ConnectError::Refused(e))
         }
         Err(_) => {
@@ -167,6 +173,15 @@ pub async fn connect_for(cs: &ClusterState, ep: &Endpoint, h2: bool) -> Result<C
             Err(ConnectError::Timeout)
         }
     }
+}
+
+/// A connect error caused by this process or host running short (file
+/// descriptors, ephemeral ports, buffers), not by the endpoint.
+pub fn local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 async fn handshake(

@@ -145,7 +145,27 @@ impl Proxy {
         Proxy::launch(scratch_dir("proxy"), None, admin, args)
     }
 
+    /// Like `spawn`, with `prepare` applied to the command before it starts
+    /// (e.g. a `pre_exec` that lowers a resource limit).
+    pub fn spawn_prepared(body: &str, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Proxy {
+        let admin = local(free_port());
+        let dir = scratch_dir("proxy");
+        let config_path = dir.join("proxy.yaml");
+        fs::write(&config_path, config_text(admin, body)).unwrap();
+        Proxy::launch_with(dir, Some(config_path), admin, args, prepare)
+    }
+
     fn launch(dir: PathBuf, config: Option<PathBuf>, admin: SocketAddr, args: &[&str]) -> Proxy {
+        Proxy::launch_with(dir, config, admin, args, |_| {})
+    }
+
+    fn launch_with(
+        dir: PathBuf,
+        config: Option<PathBuf>,
+        admin: SocketAddr,
+        args: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Proxy {
         let log_path = dir.join("proxy.log");
         let log = fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(proxy_bin());
@@ -166,6 +186,7 @@ impl Proxy {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .env("RUST_BACKTRACE", "1");
+        prepare(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", proxy_bin().display()));
