@@ -165,14 +165,18 @@ fn check_snapshots(mesh: Mesh) {
     }
 }
 
-/// Lines as YAML counts them (CR, LF and CRLF each end one), plus the one
-/// after the last, where libyaml puts an error at the end of the input.
+/// Lines as libyaml counts them (CR, LF, CRLF, NEL, LS and PS each end
+/// one), plus the one after the last, where it puts an error at the end of
+/// the input.
 fn yaml_lines(text: &str) -> usize {
-    let b = text.as_bytes();
-    let crs = b
-        .iter()
-        .enumerate()
-        .filter(|&(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
-        .count();
-    b.iter().filter(|&&c| c == b'\n').count() + crs + 2
+    let mut lines = 2;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => lines += 1,
+            _ => {}
+        }
+    }
+    lines
 }
