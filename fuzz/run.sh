@@ -51,10 +51,10 @@ run_one() {
     -artifact_prefix="artifacts/$t/" ${FUZZ_ARGS:-} >"logs/$t.log" 2>&1 || rc=$?
   local took=$(($(date +%s) - start))
   local runs eps cov ft status
-  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1)
-  eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "logs/$t.log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+' "logs/$t.log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -oE 'ft: [0-9]+' "logs/$t.log" | tail -1 | cut -d' ' -f2)
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1 || true)
+  eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "logs/$t.log" | tail -1 || true)
+  cov=$(grep -oE 'cov: [0-9]+' "logs/$t.log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -oE 'ft: [0-9]+' "logs/$t.log" | tail -1 | cut -d' ' -f2 || true)
   if [ "$rc" -eq 0 ]; then status=ok; else status="FAILED (exit $rc, see fuzz/logs/$t.log)"; fi
   printf '%-16s %8ss %12s %10s %8s %8s  %s\n' "$t" "$took" "${runs:--}" "${eps:--}" \
     "${cov:--}" "${ft:--}" "$status" >"logs/$t.row"

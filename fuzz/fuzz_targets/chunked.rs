@@ -6,7 +6,8 @@
 //! refuses or waits exactly when the reference does, ends the body at the
 //! same byte with the same payload, and refuses for the same reason as
 //! `decode_chunked`; `data` counts exactly the payload bytes; a refusal
-//! stays a refusal.
+//! stays a refusal; the `Dechunker` that passes a body on to HTTP/2 gives
+//! the same payload and exactly the reference's trailer fields.
 //!
 //! Input: byte 0 picks the trailer limit, byte 1 seeds the cut points, the
 //! rest is the body.
@@ -14,6 +15,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringmesh_engine::http1::codec::{decode_chunked, is_tchar, ChunkError, ChunkedState};
+use ringmesh_engine::http2::proxy::Dechunker;
 
 const TRAILER_LIMITS: [usize; 6] = [0, 1, 7, 32, 300, 16 * 1024];
 /// What the state machine allows on one chunk-size line from the first ';'.
@@ -46,6 +48,36 @@ fuzz_target!(|input: &[u8]| {
     // The reason does not depend on where the input was cut.
     assert_eq!(whole, bytewise);
     assert_eq!(whole, split);
+
+    // The de-chunker towards HTTP/2 (h1_body_to_h2): same payload and end,
+    // and the trailer fields the reference read, whatever the cuts.
+    if let Outcome::Done(payload, n) = &whole {
+        for pieces in [&[body.len()][..], &cuts, &vec![1; body.len()]] {
+            let mut d = Dechunker::new(max_trailer);
+            let mut data = Vec::new();
+            let mut at = 0;
+            for &len in pieces {
+                let (used, done) = d
+                    .feed(&body[at..at + len], &mut data)
+                    .expect("accepted above");
+                at += used;
+                if done {
+                    break;
+                }
+            }
+            assert!(d.is_done() && at == *n && data == *payload);
+            let mut got: Vec<(Vec<u8>, Vec<u8>)> = d
+                .trailers()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            let mut want = reference_trailers(body, max_trailer);
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "trailers (cuts {pieces:?})");
+        }
+    }
 
     // decode_chunked: same verdict, same reason.
     match (decode_chunked(body, max_trailer), &whole) {
@@ -125,6 +157,24 @@ fn run(body: &[u8], pieces: &[usize], max_trailer: usize) -> Outcome {
 // trailer field lines counted against the limit with their CRLF).
 // ---------------------------------------------------------------------------
 
+/// The trailer fields of a body the reference accepts: lower-case names,
+/// values without surrounding whitespace.
+fn reference_trailers(body: &[u8], max_trailer: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut r = Reader {
+        b: body,
+        at: 0,
+        fields: Vec::new(),
+    };
+    let mut payload = Vec::new();
+    if chunks(&mut r, &mut payload)
+        .and_then(|()| trailers(&mut r, max_trailer))
+        .is_err()
+    {
+        unreachable!("only called for accepted bodies");
+    }
+    r.fields
+}
+
 enum Stop {
     /// Ran out of input: the body may still be fine.
     More,
@@ -134,6 +184,8 @@ enum Stop {
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    /// Trailer fields read: (lower-case name, trimmed value).
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Reader<'_> {
@@ -169,7 +221,11 @@ fn qdtext(b: u8) -> bool {
 }
 
 fn reference(body: &[u8], max_trailer: usize) -> Outcome {
-    let mut r = Reader { b: body, at: 0 };
+    let mut r = Reader {
+        b: body,
+        at: 0,
+        fields: Vec::new(),
+    };
     let mut payload = Vec::new();
     match chunks(&mut r, &mut payload).and_then(|()| trailers(&mut r, max_trailer)) {
         Ok(()) => Outcome::Done(payload, r.at),
@@ -288,13 +344,16 @@ fn trailers(r: &mut Reader<'_>, max: usize) -> Result<(), Stop> {
         if !is_tchar(r.peek()?) {
             return Err(Stop::Bad);
         }
+        let name_at = r.at;
         while is_tchar(r.peek()?) {
             take(r)?;
         }
+        let name = r.b[name_at..r.at].to_ascii_lowercase();
         if r.peek()? != b':' {
             return Err(Stop::Bad);
         }
         take(r)?;
+        let value_at = r.at;
         loop {
             match r.peek()? {
                 b'\r' => break,
@@ -302,6 +361,8 @@ fn trailers(r: &mut Reader<'_>, max: usize) -> Result<(), Stop> {
                 _ => return Err(Stop::Bad),
             }
         }
+        let value = r.b[value_at..r.at].trim_ascii().to_vec();
+        r.fields.push((name, value));
         take(r)?;
         if r.peek()? != b'\n' {
             return Err(Stop::Bad);

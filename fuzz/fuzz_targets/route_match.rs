@@ -14,13 +14,16 @@
 //! reach `*`); then the first route whose path, methods and headers all hold.
 #![no_main]
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use regex::bytes::Regex;
 use ringmesh_engine::config::compile::compile;
 use ringmesh_engine::config::model::{self, File};
-use ringmesh_engine::config::ListenerKind;
+use ringmesh_engine::config::{Config, ListenerKind};
 use ringmesh_engine::router::HeaderLookup;
 
 const FIXED: &str = r#"
@@ -97,16 +100,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let (file, request) = if mode % 2 == 0 {
+    let generated_config;
+    let (config, request) = if mode % 2 == 0 {
         (fixed(), rest)
     } else {
         let mut bytes = Bytes(rest);
         let file = generated(&mut bytes);
-        (file, bytes.0)
+        let Ok(c) = compile(file, Path::new("fuzz.yaml")) else {
+            return;
+        };
+        generated_config = c;
+        (&generated_config, bytes.0)
     };
-    let Ok(config) = compile(file.clone(), Path::new("fuzz.yaml")) else {
-        return;
-    };
+    let file = &config.model;
     let ListenerKind::Http(table) = &config.listeners[0].kind else {
         unreachable!("the tables here are HTTP listeners");
     };
@@ -118,10 +124,13 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(got, want, "{req:?}");
 });
 
-fn fixed() -> File {
-    static FILE: std::sync::OnceLock<File> = std::sync::OnceLock::new();
-    FILE.get_or_init(|| serde_yaml::from_str(FIXED).expect("the fixed table parses"))
-        .clone()
+/// The fixed table, compiled once.
+fn fixed() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let file: File = serde_yaml::from_str(FIXED).expect("the fixed table parses");
+        compile(file, Path::new("fixed.yaml")).expect("the fixed table compiles")
+    })
 }
 
 #[derive(Debug)]
@@ -242,7 +251,19 @@ fn naive_vhost(vhosts: &[model::VirtualHost], host: &[u8]) -> Option<usize> {
 }
 
 fn full_match(re: &str, s: &[u8]) -> bool {
-    Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s))
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.entry(re.to_owned())
+            .or_insert_with(|| Regex::new(&format!("^(?:{re})$")).ok())
+            .as_ref()
+            .is_some_and(|r| r.is_match(s))
+    })
 }
 
 fn naive_route(r: &model::Route, req: &Request) -> bool {

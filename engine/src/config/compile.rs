@@ -574,7 +574,9 @@ fn compile_route(
     };
     let mut methods = Vec::new();
     for (i, m) in r.matcher.methods.iter().enumerate() {
-        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+        // Any token (RFC 9110 §9.1), as the control plane and authorization
+        // rules accept: a method the control plane sends must compile here.
+        if m.is_empty() || !m.bytes().all(crate::http1::codec::is_tchar) {
             return err(
                 format!("{rf}.match.methods[{i}]"),
                 format!("{m:?} is not an HTTP method"),

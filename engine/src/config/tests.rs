@@ -286,3 +286,25 @@ fn the_derived_connection_limit_leaves_descriptors_to_spare() {
         );
     }
 }
+
+#[test]
+fn route_methods_are_tokens() {
+    // Found by the fuzz target control_yaml: the control plane accepted the
+    // method "GET1" (a token) and every proxy refused the route table.
+    let with = |m: &str| {
+        GOOD.replace(
+            "match: { path: { prefix: / } }",
+            &format!("match: {{ methods: [{m:?}] }}"),
+        )
+    };
+    for m in ["GET1", "M-SEARCH", "PROPFIND", "x.y_z~!"] {
+        load(&with(m)).unwrap_or_else(|e| panic!("{m}: {e}"));
+    }
+    for m in ["", "GE T", "GET/1", "G\u{e9}T"] {
+        let e = load(&with(m)).unwrap_err();
+        assert_eq!(
+            e.field, "listeners[0].virtual_hosts[0].routes[0].match.methods[0]",
+            "{m}"
+        );
+    }
+}

@@ -1211,13 +1211,12 @@ pub async fn h1_body_to_h2(
     tx: &mut SendStream<Bytes>,
 ) -> (Result<u64, bool>, Vec<u8>) {
     let mut moved = 0u64;
-    let mut chunked = ChunkedState::new(MAX_TRAILER_BYTES);
+    let mut chunked = Dechunker::new(MAX_TRAILER_BYTES);
     let mut remaining = match framing {
         BodyFraming::None => 0,
         BodyFraming::ContentLength(n) => n,
         BodyFraming::Chunked | BodyFraming::UntilClose => u64::MAX,
     };
-    let mut trailer_bytes: Vec<u8> = Vec::new();
     loop {
         if !buf.is_empty() {
             let (data, consumed, done) = match framing {
@@ -1228,14 +1227,11 @@ pub async fn h1_body_to_h2(
                 }
                 BodyFraming::Chunked => {
                     let mut plain = Vec::new();
-                    let p = match chunked.feed_with(&buf, |d| plain.extend_from_slice(d)) {
+                    let (consumed, done) = match chunked.feed(&buf, &mut plain) {
                         Ok(p) => p,
                         Err(_) => return (Err(true), buf),
                     };
-                    if p.done {
-                        trailer_bytes = trailer_section(&buf[..p.consumed]);
-                    }
-                    (Bytes::from(plain), p.consumed, p.done)
+                    (Bytes::from(plain), consumed, done)
                 }
                 _ => (Bytes::copy_from_slice(&buf), buf.len(), false),
             };
@@ -1271,7 +1267,11 @@ pub async fn h1_body_to_h2(
             }
         }
     }
-    let trailers = parse_trailers(&trailer_bytes);
+    let trailers = if chunked.is_done() {
+        chunked.trailers()
+    } else {
+        None
+    };
     let sent = match trailers {
         Some(t) if !t.is_empty() => tx.send_trailers(t),
         _ => tx.send_data(Bytes::new(), true),
@@ -1279,34 +1279,84 @@ pub async fn h1_body_to_h2(
     (sent.map(|_| moved).map_err(|_| false), buf)
 }
 
-/// The trailer section at the end of a finished chunked body's bytes (the
-/// field lines between the last-chunk line and the final empty line).
-/// Public as a fuzzing entry point (fuzz target `http2_request`).
-pub fn trailer_section(consumed: &[u8]) -> Vec<u8> {
-    let body = consumed.strip_suffix(b"\r\n").unwrap_or(consumed);
-    let mut fields: Vec<&[u8]> = Vec::new();
-    for line in body.split(|&b| b == b'\n').rev() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
+/// De-chunks an HTTP/1.1 chunked body read in pieces (for an HTTP/2 peer)
+/// and keeps its trailer section, whichever pieces the body's end arrives
+/// in. Public as a fuzzing entry point (fuzz targets `chunked`,
+/// `http2_request`).
+#[derive(Debug, Clone)]
+pub struct Dechunker {
+    state: ChunkedState,
+    /// The body's bytes since the end of the last chunk data: once the body
+    /// ended, the data's CRLF, the last-chunk line, the trailer fields and
+    /// the final CRLF. The state machine's limits on chunk extensions and
+    /// trailers bound it.
+    tail: Vec<u8>,
+}
+
+impl Dechunker {
+    pub fn new(max_trailer_bytes: usize) -> Self {
+        Dechunker {
+            state: ChunkedState::new(max_trailer_bytes),
+            tail: Vec::new(),
         }
-        if !line.contains(&b':') {
-            break;
+    }
+
+    /// Feeds the next bytes of the body, appending their payload to `data`.
+    /// Returns how many bytes of `buf` belong to the body and whether it
+    /// ended (as [`ChunkedState::feed`]).
+    pub fn feed(
+        &mut self,
+        buf: &[u8],
+        data: &mut Vec<u8>,
+    ) -> Result<(usize, bool), codec::ChunkError> {
+        let base = buf.as_ptr() as usize;
+        let mut data_end = None;
+        let p = self.state.feed_with(buf, |d| {
+            data.extend_from_slice(d);
+            // `d` is a piece of `buf`: where the payload seen so far ends.
+            data_end = Some(d.as_ptr() as usize - base + d.len());
+        })?;
+        let consumed = buf.get(..p.consumed).unwrap_or_default();
+        match data_end {
+            Some(end) => {
+                self.tail.clear();
+                self.tail
+                    .extend_from_slice(consumed.get(end..).unwrap_or_default());
+            }
+            None => self.tail.extend_from_slice(consumed),
         }
-        fields.push(line);
+        Ok((p.consumed, p.done))
     }
-    let mut out = Vec::new();
-    for f in fields.iter().rev() {
-        out.extend_from_slice(f);
-        out.extend_from_slice(b"\r\n");
+
+    pub fn is_done(&self) -> bool {
+        self.state.is_done()
     }
-    out
+
+    /// Once the body ended: its trailer fields as HTTP/2 trailers; `None`
+    /// if there are none or one is not a valid HTTP/2 field.
+    pub fn trailers(&self) -> Option<HeaderMap> {
+        if !self.is_done() {
+            return None;
+        }
+        parse_trailers(trailer_section(&self.tail)).filter(|t| !t.is_empty())
+    }
+}
+
+/// The field lines of a finished body's `tail` (see [`Dechunker`]): after
+/// the data's CRLF and the last-chunk line, before the final CRLF. The
+/// state machine has checked the shape, so this only has to cut.
+fn trailer_section(tail: &[u8]) -> &[u8] {
+    let rest = tail.strip_prefix(b"\r\n").unwrap_or(tail);
+    let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
+        return &[];
+    };
+    let fields = rest.get(line_end + 2..).unwrap_or_default();
+    fields.strip_suffix(b"\r\n").unwrap_or(fields)
 }
 
 /// Trailer field lines as HTTP/2 trailers; `None` if any line is not a
-/// valid field. Public as a fuzzing entry point (fuzz target
-/// `http2_request`).
-pub fn parse_trailers(b: &[u8]) -> Option<HeaderMap> {
+/// valid field.
+fn parse_trailers(b: &[u8]) -> Option<HeaderMap> {
     let mut h = HeaderMap::new();
     for line in b.split(|&c| c == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -1344,11 +1394,47 @@ mod tests {
 
     #[test]
     fn chunked_trailers_become_http2_trailers() {
-        let body = b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\nx-t: 1\r\n\r\n";
-        let t = parse_trailers(&trailer_section(body)).unwrap();
-        assert_eq!(t.get("grpc-status").unwrap(), "0");
-        assert_eq!(t.get("x-t").unwrap(), "1");
-        assert!(trailer_section(b"5\r\nhello\r\n0\r\n\r\n").is_empty());
+        let body = b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\nx-t: 1\r\n\r\nNEXT";
+        // Whole, and cut at every point: the trailers are the same.
+        let end = body.len() - 4;
+        for cut in 0..end {
+            let mut d = Dechunker::new(MAX_TRAILER_BYTES);
+            let mut data = Vec::new();
+            let (a, done) = d.feed(&body[..cut], &mut data).unwrap();
+            assert_eq!((a, done), (cut, false), "cut {cut}");
+            let (b, done) = d.feed(&body[cut..], &mut data).unwrap();
+            assert!(done && a + b == end, "cut {cut}");
+            assert_eq!(data, b"hello");
+            let t = d.trailers().unwrap();
+            assert_eq!(t.len(), 2, "cut {cut}: {t:?}");
+            assert_eq!(t.get("grpc-status").unwrap(), "0");
+            assert_eq!(t.get("x-t").unwrap(), "1");
+        }
+        let mut d = Dechunker::new(MAX_TRAILER_BYTES);
+        d.feed(b"5\r\nhello\r\n0\r\n\r\n", &mut Vec::new()).unwrap();
+        assert!(d.is_done() && d.trailers().is_none());
+    }
+
+    #[test]
+    fn trailers_survive_the_end_of_a_body_spanning_reads() {
+        // Found by reading h1_body_to_h2 for the fuzz target http2_request: the
+        // trailer section was taken from the last read only, so a trailer split
+        // across reads was lost or cut ("grpc-sta" + "tus: 0" gave "tus: 0"),
+        // and a last-chunk extension holding ':' was taken for a field.
+        let mut d = Dechunker::new(MAX_TRAILER_BYTES);
+        let mut data = Vec::new();
+        d.feed(b"3\r\nabc\r\n0\r\nx-grpc-sta", &mut data).unwrap();
+        d.feed(b"tus: 5\r\n", &mut data).unwrap();
+        let (_, done) = d.feed(b"\r\n", &mut data).unwrap();
+        assert!(done);
+        let t = d.trailers().unwrap();
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t.get("x-grpc-status").unwrap(), "5");
+
+        let mut d = Dechunker::new(MAX_TRAILER_BYTES);
+        d.feed(b"0;a=\"b:c\"\r\ngrpc-status: 0\r\n\r\n", &mut data)
+            .unwrap();
+        assert_eq!(d.trailers().unwrap().get("grpc-status").unwrap(), "0");
     }
 
     #[test]
