@@ -124,9 +124,7 @@ pub async fn tunnel(
     let end = match (e1, e2) {
         (Pumped::SendTimeout, _) => TunnelEnd::SendTimeout { to_a: false },
         (_, Pumped::SendTimeout) => TunnelEnd::SendTimeout { to_a: true },
-        (Pumped::End(TunnelEnd::Error), _) | (_, Pumped::End(TunnelEnd::Error)) => {
-            TunnelEnd::Error
-        }
+        (Pumped::End(TunnelEnd::Error), _) | (_, Pumped::End(TunnelEnd::Error)) => TunnelEnd::Error,
         (Pumped::End(TunnelEnd::Idle), _) | (_, Pumped::End(TunnelEnd::Idle)) => TunnelEnd::Idle,
         _ => TunnelEnd::Closed,
     };

@@ -241,15 +241,19 @@ fn main() -> ExitCode {
         .map(|w| *w.driver.lock().unwrap_or_else(|p| p.into_inner()))
         .collect();
     let nofile = runtime::nofile_limit();
-    let max_conns = shared.config().limits.max_connections_per_worker.map_or_else(
-        || {
-            format!(
-                "{} (from RLIMIT_NOFILE {nofile})",
-                compile::auto_max_connections_per_worker(nofile, workers)
-            )
-        },
-        |n| n.to_string(),
-    );
+    let max_conns = shared
+        .config()
+        .limits
+        .max_connections_per_worker
+        .map_or_else(
+            || {
+                format!(
+                    "{} (from RLIMIT_NOFILE {nofile})",
+                    compile::auto_max_connections_per_worker(nofile, workers)
+                )
+            },
+            |n| n.to_string(),
+        );
     log::info(&format!(
         "ringmesh-proxy {} serving {} listener(s) with {workers} worker(s) [{}], at most {max_conns} connections per worker, admin on {admin_addr}{control_note}",
         env!("CARGO_PKG_VERSION"),

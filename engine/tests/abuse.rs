@@ -137,11 +137,7 @@ impl Probe {
                 let t0 = Instant::now();
                 let r = Conn::try_connect(addr).and_then(|mut c| {
                     c.set_read_timeout(Duration::from_secs(10));
-                    c.request(
-                        &Req::get("/probe")
-                            .host("svc")
-                            .header("Connection", "close"),
-                    )
+                    c.request(&Req::get("/probe").host("svc").header("Connection", "close"))
                 });
                 let took = t0.elapsed();
                 match r {
@@ -149,7 +145,9 @@ impl Probe {
                         st.ok += 1;
                         st.latencies.push(took);
                     }
-                    Ok(r) => st.failures.push(format!("status {} after {took:?}", r.status)),
+                    Ok(r) => st
+                        .failures
+                        .push(format!("status {} after {took:?}", r.status)),
                     Err(e) => st.failures.push(format!("{e} after {took:?}")),
                 }
                 thread::sleep(Duration::from_millis(20));
@@ -316,8 +314,7 @@ fn big_body_upstream() -> Upstream {
         let mut w = s;
         while let Ok(Some(_)) = read_head(&mut r) {
             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BODY}\r\n\r\n");
-            if w.write_all(head.as_bytes()).is_err() || write_pattern(&mut w, BIG_BODY).is_err()
-            {
+            if w.write_all(head.as_bytes()).is_err() || write_pattern(&mut w, BIG_BODY).is_err() {
                 return;
             }
         }
@@ -389,8 +386,7 @@ clusters:
     // ...and all of them soon after it.
     let mut cut_at = None;
     while t_start.elapsed() < send_timeout + Duration::from_secs(10) {
-        if metric_or_zero(&proxy, "ringmesh_downstream_send_timeouts_total")
-            >= SLOW_READERS as f64
+        if metric_or_zero(&proxy, "ringmesh_downstream_send_timeouts_total") >= SLOW_READERS as f64
         {
             cut_at = Some(t_start.elapsed());
             break;
@@ -545,7 +541,10 @@ fn a_flood_of_connections_opened_and_dropped_leaves_the_proxy_serving() {
         mib(peak_kb),
         mib(rss_after)
     );
-    assert_metric_line(&m, &format!("{} 0", series("ringmesh_downstream_connections_active")));
+    assert_metric_line(
+        &m,
+        &format!("{} 0", series("ringmesh_downstream_connections_active")),
+    );
     assert_eq!(failed, 0, "connects failed during the flood");
     assert!(
         total + aborted >= (FLOOD + stats.ok) as f64,
@@ -631,7 +630,10 @@ fn at_the_derived_connection_limit_new_connections_wait_and_open_ones_are_served
         proxy.log()
     );
     let mut keep = Conn::connect(addr);
-    assert_eq!(keep.request(&Req::get("/k").host("svc")).unwrap().status, 200);
+    assert_eq!(
+        keep.request(&Req::get("/k").host("svc")).unwrap().status,
+        200
+    );
 
     let t0 = Instant::now();
     let idle = idle_connections(addr, IDLE_CONNS);
@@ -642,7 +644,10 @@ fn at_the_derived_connection_limit_new_connections_wait_and_open_ones_are_served
     );
     assert_metric_line(
         &m,
-        &format!("{} {limit}", series("ringmesh_downstream_connections_active")),
+        &format!(
+            "{} {limit}",
+            series("ringmesh_downstream_connections_active")
+        ),
     );
     assert!(metric_value(&m, &series("ringmesh_downstream_accept_paused_total")).unwrap() >= 1.0);
     // Open connections are served, with fresh upstream connections too.
@@ -919,4 +924,51 @@ clusters:
         closed_after >= Duration::from_secs(2) && closed_after < Duration::from_secs(8),
         "{closed_after:?}"
     );
+}
+
+#[test]
+fn an_http2_client_that_stops_reading_is_closed_at_the_send_timeout() {
+    use common::h2raw::{self, H2Client};
+    let _serial = serial();
+    let big = big_body_upstream();
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, big.addr, "  downstream_send_timeout: 2s"));
+    // Windows wide open: only TCP holds the proxy back once the client
+    // stops reading.
+    let s = slow_reader(local(port)).unwrap();
+    let mut c = H2Client::from_stream(s).unwrap();
+    let mut hello = h2raw::PREFACE.to_vec();
+    hello.extend_from_slice(&h2raw::settings_frame(&[(
+        h2raw::setting::INITIAL_WINDOW_SIZE,
+        (1 << 31) - 1,
+    )]));
+    hello.extend_from_slice(&h2raw::window_update_frame(0, (1 << 31) - 1 - 65_535));
+    hello.extend_from_slice(&h2raw::headers_frame(
+        1,
+        &h2raw::request_headers("GET", "/big", &[]),
+        true,
+    ));
+    c.write(&hello).unwrap();
+    let t0 = Instant::now();
+    let m = proxy.wait_metric(
+        &series("ringmesh_downstream_send_timeouts_total"),
+        Duration::from_secs(10),
+        |v| v == 1.0,
+    );
+    let cut_after = t0.elapsed();
+    assert_metric_line(
+        &m,
+        &format!("{} 1", series("ringmesh_downstream_send_timeouts_total")),
+    );
+    proxy.wait_metric(
+        &series("ringmesh_downstream_connections_active"),
+        Duration::from_secs(5),
+        |v| v == 0.0,
+    );
+    println!("http/2 slow reader: cut after {cut_after:?} (send timeout 2s)");
+    assert!(
+        cut_after >= Duration::from_millis(1900) && cut_after < Duration::from_secs(6),
+        "{cut_after:?}"
+    );
+    assert_alive(&proxy);
 }

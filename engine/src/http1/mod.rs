@@ -339,7 +339,8 @@ impl Conn {
     /// the send timeout (the caller closes the connection).
     async fn send(&mut self, out: Vec<u8>) -> (bool, Vec<u8>) {
         let n = out.len() as u64;
-        let (res, out) = crate::io::write_all_within(&mut self.stream, out, self.send_timeout).await;
+        let (res, out) =
+            crate::io::write_all_within(&mut self.stream, out, self.send_timeout).await;
         match &res {
             Ok(()) => self.stats.tx.add(n),
             Err(e) => self.write_failed(e),
@@ -1038,9 +1039,14 @@ impl Conn {
             return;
         }
         // limits.downstream_send_timeout bounds a stalled write either way.
-        let (end, moved, (b1, b2)) =
-            crate::io::tunnel(self.stream, up, UPGRADE_IDLE, t, (reuse(pending), reuse(ubuf)))
-                .await;
+        let (end, moved, (b1, b2)) = crate::io::tunnel(
+            self.stream,
+            up,
+            UPGRADE_IDLE,
+            t,
+            (reuse(pending), reuse(ubuf)),
+        )
+        .await;
         if end == (crate::io::TunnelEnd::SendTimeout { to_a: true }) {
             self.stats.send_timeouts.inc();
         }
