@@ -1456,3 +1456,169 @@ fn edge_tls_certificates_come_from_pushed_secrets_chosen_by_sni() {
     assert!(msg.contains("unknown secret \"missing\""), "{msg}");
     drop(proxy);
 }
+
+/// Route table `outbound` with `n` routes made by `route(i)`, then a
+/// catch-all `main` to `up` (so requests still find a route).
+fn many_routes(
+    version: &str,
+    n: usize,
+    route: impl Fn(usize) -> pb::Route,
+) -> pb::DiscoveryResponse {
+    let mut all: Vec<pb::Route> = (0..n).map(route).collect();
+    if let Some(PbKind::RouteTable(t)) = &routes(version, "main", "up").resources[0].kind {
+        all.push(t.virtual_hosts[0].routes[0].clone());
+    }
+    response(
+        pb::ResourceType::RouteTable,
+        version,
+        vec![(
+            "outbound",
+            PbKind::RouteTable(pb::RouteTable {
+                name: "outbound".into(),
+                virtual_hosts: vec![pb::VirtualHost {
+                    name: "all".into(),
+                    domains: vec!["*".into()],
+                    routes: all,
+                }],
+            }),
+        )],
+    )
+}
+
+/// A route `r{i}` matching `path` to `up` with `weight`.
+fn route_to_up(i: usize, path: pb::route_match::Path, weight: u32) -> pb::Route {
+    pb::Route {
+        name: format!("r{i}"),
+        r#match: Some(pb::RouteMatch {
+            path: Some(path),
+            ..Default::default()
+        }),
+        action: Some(pb::route::Action::Forward(pb::ForwardAction {
+            clusters: vec![pb::WeightedCluster {
+                cluster: "up".into(),
+                weight,
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// Requests in a loop on fresh connections; the slowest answer and how
+/// many, until stopped.
+/// Answers, the slowest, failures.
+type LoopResult = (usize, Duration, Vec<String>);
+
+fn request_loop(port: u16) -> (Arc<Mutex<bool>>, JoinHandle<LoopResult>) {
+    let stop = Arc::new(Mutex::new(false));
+    let s = stop.clone();
+    let h = thread::spawn(move || {
+        let (mut n, mut worst, mut failures) = (0, Duration::ZERO, Vec::new());
+        while !*s.lock().unwrap() {
+            let t = Instant::now();
+            match Conn::try_connect(local(port))
+                .and_then(|mut c| c.request(&Req::get("/hello").host("svc")))
+            {
+                Ok(r) if r.status == 200 => n += 1,
+                Ok(r) => failures.push(format!("status {}", r.status)),
+                Err(e) => failures.push(e.to_string()),
+            }
+            worst = worst.max(t.elapsed());
+            thread::sleep(Duration::from_millis(2));
+        }
+        (n, worst, failures)
+    });
+    (stop, h)
+}
+
+#[test]
+fn hostile_route_tables_are_nacked_without_stalling_the_workers() {
+    use pb::route_match::Path;
+    let s = setup();
+    let epoch = s.proxy.config_dump()["epoch"].as_u64().unwrap();
+    let (stop, looping) = request_loop(s.port);
+    thread::sleep(Duration::from_millis(200));
+
+    // 10,000 routes, each with a regex near the per-regex size limit:
+    // refused once the config's regex budget is spent, not compiled for
+    // minutes into gigabytes.
+    let t = Instant::now();
+    let nack = s.cp.push_and_wait(many_routes("r-budget", 10_000, |i| {
+        route_to_up(i, Path::Regex(format!("/{i}/[a-z0-9]{{9000}}")), 1)
+    }));
+    let budget_nack_in = t.elapsed();
+    let msg = nack.error_detail.expect("a NACK").message;
+    assert!(
+        msg.starts_with("route_table \"outbound\": route \"r")
+            && msg.ends_with(
+                "match.path.regex: bad regex: the regexes of this config together exceed the limit of 67108864 bytes compiled"
+            ),
+        "{msg}"
+    );
+    assert_eq!(nack.version_info, "r1");
+
+    // One regex over the per-regex limit.
+    let nack = s.cp.push_and_wait(many_routes("r-huge", 1, |i| {
+        route_to_up(i, Path::Regex("(\\w{100}){100}".into()), 1)
+    }));
+    assert_eq!(
+        nack.error_detail.expect("a NACK").message,
+        "route_table \"outbound\": route \"r0\": match.path.regex: bad regex: Compiled regex exceeds size limit of 1048576 bytes."
+    );
+    // Nested too deep.
+    let deep = format!("{}/a{}", "(".repeat(5000), ")".repeat(5000));
+    let nack = s.cp.push_and_wait(many_routes("r-deep", 1, |i| {
+        route_to_up(i, Path::Regex(deep.clone()), 1)
+    }));
+    assert_eq!(
+        nack.error_detail.expect("a NACK").message,
+        "route_table \"outbound\": route \"r0\": match.path.regex: bad regex: regex parse error: exceed the maximum number of nested parentheses/brackets (250)"
+    );
+    // Absurd weights (a split: one destination's weight does not matter).
+    let nack = s.cp.push_and_wait(many_routes("r-weight", 1, |i| {
+        let mut r = route_to_up(i, Path::Prefix("/w".into()), u32::MAX);
+        if let Some(pb::route::Action::Forward(f)) = &mut r.action {
+            f.clusters.push(f.clusters[0].clone());
+        }
+        r
+    }));
+    let msg = nack.error_detail.expect("a NACK").message;
+    assert!(
+        msg.starts_with(
+            "route_table \"outbound\": route \"r0\": forward.weighted_clusters[0].weight: "
+        ) && msg.contains("1000000"),
+        "{msg}"
+    );
+    assert_eq!(
+        s.proxy.config_dump()["epoch"].as_u64().unwrap(),
+        epoch,
+        "no new epoch"
+    );
+
+    // 10,000 ordinary routes are taken, and routed by.
+    let t = Instant::now();
+    let ack = s.cp.push_and_wait(many_routes("r-many", 10_000, |i| {
+        route_to_up(i, Path::Exact(format!("/r{i}")), 1)
+    }));
+    let many_ack_in = t.elapsed();
+    assert_ack(&ack, "r-many");
+    let r = get(local(s.port), "svc", "/r9999");
+    assert_eq!(r.status, 200);
+
+    *stop.lock().unwrap() = true;
+    let (n, worst, failures) = looping.join().unwrap();
+    println!(
+        "hostile pushes: regex budget NACKed in {budget_nack_in:?}; 10,000 routes ACKed in \
+         {many_ack_in:?}; meanwhile {n} requests, slowest {worst:?}"
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(n > 20, "only {n} requests");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request waited {worst:?} while a push was compiled"
+    );
+    assert_metric_line(
+        &s.proxy.metrics(),
+        "ringmesh_control_updates_total{type=\"route_table\",result=\"nack\"} 4",
+    );
+}

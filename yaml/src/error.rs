@@ -33,9 +33,38 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Longest error message kept: messages quote the offending value, and a
+/// hostile file can hold a value of megabytes (which would then fill logs,
+/// status pages and NACKs).
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `msg` cut to at most [`MAX_MESSAGE`] bytes (on a character boundary),
+/// marked with `...` where it was cut.
+pub fn clip(mut msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let mut cut = MAX_MESSAGE - 3;
+    while !msg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    msg.truncate(cut);
+    msg.push_str("...");
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short".into()), "short");
+        let long = format!("name {:?} is bad", "é".repeat(5000));
+        let c = clip(long);
+        assert!(c.len() <= MAX_MESSAGE && c.ends_with("..."), "{}", c.len());
+        assert!(c.starts_with("name \"éé"));
+    }
 
     #[test]
     fn names_file_line_and_field() {

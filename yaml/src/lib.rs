@@ -4,11 +4,13 @@
 //! expansion before serde sees a file (`locate::expanded_nodes`), and
 //! durations as operators write them (`duration`), and the error that names
 //! file, line and field (`ConfigError`); and the authorization values both
-//! must judge alike (`authz`).
+//! must judge alike (`authz`); and route regexes, compiled alike with a
+//! size limit each and a budget for all of one config (`route_regex`).
 
 pub mod authz;
 pub mod duration;
 mod error;
 pub mod locate;
+pub mod route_regex;
 
-pub use error::ConfigError;
+pub use error::{clip, ConfigError};

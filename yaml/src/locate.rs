@@ -10,6 +10,11 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+/// Paths are recorded this deep at most: deeper than any field of our
+/// schemas, and recording every path of a deeply nested document costs the
+/// square of its depth (100,000 nested `[` took a minute).
+const MAX_DEPTH: usize = 64;
+
 enum Frame {
     Map { key: Option<String> },
     Seq { index: usize },
@@ -53,6 +58,9 @@ impl Walker {
     }
 
     fn record(&mut self, line: usize) {
+        if self.stack.len() > MAX_DEPTH {
+            return;
+        }
         let p = self.path();
         self.lines.entry(p).or_insert(line);
     }
@@ -135,20 +143,36 @@ pub fn second_document(text: &str) -> Option<usize> {
     starts.0.get(1).copied()
 }
 
+/// Containers nested deeper than this are refused before serde_yaml sees
+/// the document: its parser (libyaml) takes time in the square of the depth
+/// (100,000 nested `[` in a 200 KB file took a minute). Configs nest less
+/// than a dozen levels.
+pub const MAX_NESTING: usize = 64;
+
+/// Why [`precheck`] refuses a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// More values than the budget, aliases expanded.
+    TooManyValues { line: usize },
+    /// Containers nested more than [`MAX_NESTING`] deep.
+    TooDeep { line: usize },
+}
+
 /// Counts nodes as a deserializer sees them: an alias counts as the size of
 /// the node it names, computed once, so nothing is expanded here.
 struct Counter {
     total: usize,
     budget: usize,
+    max_depth: usize,
     sizes: HashMap<usize, usize>,
     /// Open containers: (anchor id, `total` before the container).
     open: Vec<(usize, usize)>,
-    over_at: Option<usize>,
+    refused: Option<Refused>,
 }
 
 impl MarkedEventReceiver for Counter {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.over_at.is_some() {
+        if self.refused.is_some() {
             return;
         }
         match ev {
@@ -161,6 +185,10 @@ impl MarkedEventReceiver for Counter {
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 self.open.push((anchor, self.total));
                 self.total += 1;
+                if self.open.len() > self.max_depth {
+                    self.refused = Some(Refused::TooDeep { line: mark.line() });
+                    return;
+                }
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((anchor, start)) = self.open.pop() {
@@ -176,7 +204,7 @@ impl MarkedEventReceiver for Counter {
             _ => {}
         }
         if self.total > self.budget {
-            self.over_at = Some(mark.line());
+            self.refused = Some(Refused::TooManyValues { line: mark.line() });
         }
     }
 }
@@ -185,20 +213,44 @@ impl MarkedEventReceiver for Counter {
 /// it went past `budget`. A document that does not parse counts 0 (serde_yaml
 /// reports that error itself).
 pub fn expanded_nodes(text: &str, budget: usize) -> Result<usize, usize> {
+    match count(text, budget, usize::MAX) {
+        Err(Refused::TooManyValues { line } | Refused::TooDeep { line }) => Err(line),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// What a loader checks before serde_yaml parses `text`: at most `budget`
+/// values with aliases expanded (see [`expanded_nodes`]) and containers
+/// nested at most [`MAX_NESTING`] deep. A document that does not parse
+/// passes (serde_yaml reports that error itself).
+pub fn precheck(text: &str, budget: usize) -> Result<usize, Refused> {
+    count(text, budget, MAX_NESTING)
+}
+
+fn count(text: &str, budget: usize, max_depth: usize) -> Result<usize, Refused> {
     let mut c = Counter {
         total: 0,
         budget,
+        max_depth,
         sizes: HashMap::new(),
         open: Vec::new(),
-        over_at: None,
+        refused: None,
     };
     let mut parser = Parser::new_from_str(text);
-    if parser.load(&mut c, false).is_err() {
-        return Ok(0);
+    let parsed = parser.load(&mut c, false);
+    if let Some(r) = c.refused {
+        return Err(r);
     }
-    match c.over_at {
-        Some(line) => Err(line),
-        None => Ok(c.total),
+    match parsed {
+        // yaml-rust2 stops at 255 nested flow collections, which it must
+        // scan to their end before it reports the first of them.
+        Err(e) if max_depth < usize::MAX && e.info() == "recursion limit exceeded" => {
+            Err(Refused::TooDeep {
+                line: e.marker().line(),
+            })
+        }
+        Err(_) => Ok(0),
+        Ok(()) => Ok(c.total),
     }
 }
 
@@ -248,5 +300,39 @@ mod tests {
         }
         assert_eq!(expanded_nodes(&bomb, 1_000_000), Err(8));
         assert_eq!(expanded_nodes("a: [", 10), Ok(0));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_serde_yaml_sees_it() {
+        // libyaml (under serde_yaml) takes the square of the depth:
+        // 100,000 nested `[` took a minute there.
+        let deep = format!("a: 1\nb: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let t = std::time::Instant::now();
+        assert_eq!(
+            precheck(&deep, 1_000_000),
+            Err(Refused::TooDeep { line: 2 })
+        );
+        let deep_map = format!(
+            "a:\n  b: {}1{}\n",
+            "{x: ".repeat(100_000),
+            "}".repeat(100_000)
+        );
+        assert_eq!(
+            precheck(&deep_map, 1_000_000),
+            Err(Refused::TooDeep { line: 2 })
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        let ok = format!(
+            "a: {}{}\n",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        assert!(precheck(&ok, 1_000_000).is_ok());
+        assert_eq!(
+            precheck("a: [x, y]\n", 3),
+            Err(Refused::TooManyValues { line: 1 })
+        );
+        // expanded_nodes keeps counting values only.
+        assert_eq!(expanded_nodes("a: [x, y]\n", 100), Ok(5));
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ringmesh_yaml::locate;
+use ringmesh_yaml::{locate, route_regex};
 
 use super::model;
 use super::{
@@ -35,8 +35,6 @@ pub const MAX_NODES: usize = 4_000_000;
 /// Bound on one weight and on the sum of a split's weights.
 pub const MAX_WEIGHT: u64 = 1_000_000;
 pub const MAX_RETRY_ATTEMPTS: u64 = 10;
-/// Compiled size limit of one regex, as in the engine.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 /// Retry conditions understood by the proxy (Envoy's names).
@@ -211,7 +209,7 @@ fn parse(src: &Source) -> Result<model::File, MeshError> {
                 .map(|l| l.line())
                 .or_else(|| locate::second_document(&src.text)),
             field,
-            message,
+            message: ringmesh_yaml::clip(message),
         }
     })?;
     Ok(file.unwrap_or_default())
@@ -241,7 +239,7 @@ impl Files<'_> {
             file: self.sources[file].path.clone(),
             line: self.line(file, &field),
             field,
-            message,
+            message: ringmesh_yaml::clip(message),
         }
     }
 
@@ -271,18 +269,29 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
     let mut nodes = 0usize;
     let mut parsed = Vec::with_capacity(sources.len());
     for src in sources {
-        // Counted before serde_yaml runs: it would expand aliases first.
-        match locate::expanded_nodes(&src.text, MAX_NODES - nodes) {
+        // Counted before serde_yaml runs: it would expand aliases first; and
+        // its parser takes the square of the nesting depth.
+        match locate::precheck(&src.text, MAX_NODES - nodes) {
             Ok(n) => nodes += n,
-            Err(line) => {
+            Err(r) => {
+                let (line, message) = match r {
+                    locate::Refused::TooManyValues { line } => (
+                        line,
+                        format!(
+                            "more than {MAX_NODES} YAML values in the config directory (aliases expanded)"
+                        ),
+                    ),
+                    locate::Refused::TooDeep { line } => (
+                        line,
+                        format!("nested more than {} levels deep", locate::MAX_NESTING),
+                    ),
+                };
                 return Err(MeshError {
                     file: src.path.clone(),
                     line: Some(line),
                     field: String::new(),
-                    message: format!(
-                    "more than {MAX_NODES} YAML values in the config directory (aliases expanded)"
-                ),
-                })
+                    message,
+                });
             }
         }
         parsed.push(parse(src)?);
@@ -383,6 +392,9 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
     // Per service: the ports already covered, `None` = every HTTP-family port.
     let mut covered: HashMap<ServiceKey, Vec<(Option<u16>, At)>> = HashMap::new();
     let mut routes_total = 0usize;
+    // The proxy's budget for all regexes of its config: a mesh whose regexes
+    // exceed it could not be pushed anyway.
+    let mut regexes = route_regex::Budget::default();
     for (fi, f) in parsed.iter().enumerate() {
         for (i, r) in f.traffic.iter().enumerate() {
             let at = At { file: fi, index: i };
@@ -408,7 +420,8 @@ pub(super) fn build(sources: &[Source]) -> Result<Mesh, MeshError> {
                     ),
                 ));
             }
-            let rule = traffic_rule(&field, r, &known).map_err(|e| files.error(fi, e))?;
+            let rule =
+                traffic_rule(&field, r, &known, &mut regexes).map_err(|e| files.error(fi, e))?;
             if let Some(first) = rule_names.get(&rule.name) {
                 return Err(files.error(
                     fi,
@@ -625,6 +638,7 @@ fn traffic_rule<'a>(
     f: &str,
     r: &model::TrafficRule,
     known: &impl Fn(&ServiceKey) -> Option<&'a Service>,
+    regexes: &mut route_regex::Budget,
 ) -> FResult<TrafficRule> {
     let name = label(&format!("{f}.name"), &r.name)?;
     let sf = format!("{f}.service");
@@ -674,7 +688,7 @@ fn traffic_rule<'a>(
                 format!("route {rname:?} is declared twice in this rule"),
             );
         }
-        routes.push(http_route(&rf, rname, route, &service, known)?);
+        routes.push(http_route(&rf, rname, route, &service, known, regexes)?);
     }
     Ok(TrafficRule {
         name,
@@ -690,8 +704,9 @@ fn http_route<'a>(
     r: &model::Route,
     rule_service: &ServiceKey,
     known: &impl Fn(&ServiceKey) -> Option<&'a Service>,
+    regexes: &mut route_regex::Budget,
 ) -> FResult<HttpRoute> {
-    let matcher = route_match(&format!("{rf}.match"), &r.matcher)?;
+    let matcher = route_match(&format!("{rf}.match"), &r.matcher, regexes)?;
 
     let sf = format!("{rf}.split");
     if r.split.is_empty() {
@@ -843,7 +858,11 @@ fn http_route<'a>(
     })
 }
 
-fn route_match(mf: &str, m: &model::RouteMatch) -> FResult<RouteMatch> {
+fn route_match(
+    mf: &str,
+    m: &model::RouteMatch,
+    regexes: &mut route_regex::Budget,
+) -> FResult<RouteMatch> {
     let path_match = match &m.path {
         None => None,
         Some(p) => Some(match (&p.prefix, &p.exact, &p.regex) {
@@ -856,7 +875,7 @@ fn route_match(mf: &str, m: &model::RouteMatch) -> FResult<RouteMatch> {
                 PathMatch::Exact(x.clone())
             }
             (None, None, Some(x)) => {
-                regex(&format!("{mf}.path.regex"), x)?;
+                regex(&format!("{mf}.path.regex"), x, regexes)?;
                 PathMatch::Regex(x.clone())
             }
             _ => {
@@ -886,7 +905,7 @@ fn route_match(mf: &str, m: &model::RouteMatch) -> FResult<RouteMatch> {
             }
             (None, Some(p), None) => HeaderMatchKind::Present(p),
             (None, None, Some(re)) => {
-                regex(&format!("{hf}.regex"), re)?;
+                regex(&format!("{hf}.regex"), re, regexes)?;
                 HeaderMatchKind::Regex(re.clone())
             }
             _ => return ferr(hf, "set exactly one of exact, present, regex"),
@@ -1090,18 +1109,11 @@ fn path(f: &str, p: &str) -> FResult<()> {
     Ok(())
 }
 
-/// Compiled as the engine does (anchored to the whole value, same size
-/// limit) so a regex accepted here is accepted by the proxy. The pattern is
-/// also compiled on its own: `/a)|(/b` compiles once wrapped in `^(?:...)$`
-/// but would escape the anchors.
-fn regex(f: &str, re: &str) -> FResult<()> {
-    let build = |p: &str| {
-        regex::bytes::RegexBuilder::new(p)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map(|_| ())
-            .or_else(|e| ferr(f, format!("bad regex: {e}")))
-    };
-    build(re)?;
-    build(&format!("^(?:{re})$"))
+/// Compiled as the engine does (`ringmesh_yaml::route_regex`: anchored to
+/// the whole value, the same size limit and budget), so a regex accepted
+/// here is accepted by the proxy.
+fn regex(f: &str, re: &str, budget: &mut route_regex::Budget) -> FResult<()> {
+    route_regex::compile(re, budget)
+        .map(drop)
+        .or_else(|e| ferr(f, format!("bad regex: {e}")))
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::bytes::{Regex, RegexBuilder};
+use ringmesh_yaml::route_regex::{self, Regex};
 use rustc_hash::FxHashMap;
 
 use super::model::{self, LbPolicy, Protocol};
@@ -171,8 +171,11 @@ pub struct Cluster {
     pub protocol: model::UpstreamProtocol,
 }
 
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const MAX_WEIGHT_TOTAL: u64 = 1_000_000;
+/// Routes in one config, over every listener: far above what a control
+/// plane sends (10,000 routes in a mesh, the same route per HTTP port), a
+/// bound on what a hostile snapshot makes the proxy compile and hold.
+pub const MAX_ROUTES: u32 = 100_000;
 
 /// Retries beyond this multiply load on an upstream that is already failing.
 const MAX_RETRY_ATTEMPTS: u32 = 10;
@@ -312,6 +315,7 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();
     let mut next_route_id = 0u32;
+    let mut regexes = route_regex::Budget::default();
     for (i, lm) in file.listeners.iter().enumerate() {
         let f = format!("listeners[{i}]");
         if lm.name.is_empty() || !names.insert(lm.name.as_str()) {
@@ -365,6 +369,7 @@ pub fn compile(file: model::File, source: &Path) -> CResult<Config> {
                     &cluster_index,
                     &limits,
                     &mut next_route_id,
+                    &mut regexes,
                 )?;
                 ListenerKind::Http(table)
             }
@@ -476,6 +481,7 @@ fn compile_routes(
     clusters: &FxHashMap<&str, usize>,
     limits: &Limits,
     next_id: &mut u32,
+    regexes: &mut route_regex::Budget,
 ) -> CResult<RouteTable> {
     let mut table = RouteTable {
         vhosts: Vec::with_capacity(vhosts.len()),
@@ -528,11 +534,16 @@ fn compile_routes(
         let mut routes = Vec::with_capacity(vh.routes.len());
         for (ri, r) in vh.routes.iter().enumerate() {
             let rf = format!("{vf}.routes[{ri}]");
+            if *next_id >= MAX_ROUTES {
+                return err(rf, format!("more than {MAX_ROUTES} routes in the config"));
+            }
             let name = r
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{}/{ri}", vh.name));
-            routes.push(compile_route(&rf, r, name, clusters, limits, *next_id)?);
+            routes.push(compile_route(
+                &rf, r, name, clusters, limits, *next_id, regexes,
+            )?);
             *next_id += 1;
         }
         table.vhosts.push(router::VirtualHost {
@@ -551,6 +562,7 @@ fn compile_route(
     clusters: &FxHashMap<&str, usize>,
     limits: &Limits,
     id: u32,
+    regexes: &mut route_regex::Budget,
 ) -> CResult<router::Route> {
     let path = match &r.matcher.path {
         None => PathMatcher::Any,
@@ -562,7 +574,7 @@ fn compile_route(
                 PathMatcher::Exact(path_bytes(&format!("{rf}.match.path.exact"), x)?)
             }
             (None, None, Some(x)) => {
-                PathMatcher::Regex(regex(&format!("{rf}.match.path.regex"), x)?)
+                PathMatcher::Regex(regex(&format!("{rf}.match.path.regex"), x, regexes)?)
             }
             _ => {
                 return err(
@@ -599,7 +611,7 @@ fn compile_route(
             },
             (None, None, Some(re)) => HeaderMatcher::Regex {
                 name: hname,
-                regex: regex(&format!("{hf}.regex"), re)?,
+                regex: regex(&format!("{hf}.regex"), re, regexes)?,
             },
             _ => return err(hf, "set exactly one of exact, present, regex"),
         });
@@ -717,17 +729,10 @@ fn compile_route(
     })
 }
 
-fn regex(f: &str, re: &str) -> CResult<Regex> {
-    // The pattern must stand on its own before it is anchored: `a)|(b`
-    // would otherwise close our group and escape the anchors.
-    RegexBuilder::new(re)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .or_else(|e| err(f, format!("bad regex: {e}")))?;
-    RegexBuilder::new(&format!("^(?:{re})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .or_else(|e| err(f, format!("bad regex: {e}")))
+/// Anchored, with the per-regex size limit and the config's regex budget
+/// (`ringmesh_yaml::route_regex`, shared with the control plane).
+fn regex(f: &str, re: &str, budget: &mut route_regex::Budget) -> CResult<Regex> {
+    route_regex::compile(re, budget).or_else(|e| err(f, format!("bad regex: {e}")))
 }
 
 fn path_bytes(f: &str, p: &str) -> CResult<Box<[u8]>> {

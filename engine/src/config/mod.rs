@@ -15,6 +15,8 @@ pub use ringmesh_yaml::ConfigError;
 /// Values a config file may hold with YAML aliases expanded: far above any
 /// real proxy config, far below what hurts.
 const MAX_YAML_VALUES: usize = 1_000_000;
+/// A config file larger than this is refused before it is parsed.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Read, parse and compile a config file. Runs on the control thread, never on
 /// a worker: name resolution and regex compilation may take time.
@@ -39,13 +41,34 @@ impl Overrides {
 
 /// `load`, with command-line overrides applied between parsing and compiling.
 pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read_bounded(path).map_err(|message| ConfigError {
         file: path.to_owned(),
         line: None,
         field: String::new(),
-        message: format!("cannot read: {e}"),
+        message,
     })?;
     load_str_with(path, &text, overrides)
+}
+
+/// The file's text, if it is at most [`MAX_FILE_BYTES`] of UTF-8.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "file is larger than the limit of {MAX_FILE_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read: not UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -54,13 +77,24 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 fn load_str_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
     // Counted before serde_yaml runs: it expands aliases first, so a small
-    // file of nested aliases could otherwise take gigabytes.
-    if let Err(line) = locate::expanded_nodes(text, MAX_YAML_VALUES) {
+    // file of nested aliases could otherwise take gigabytes; and its parser
+    // takes the square of the nesting depth.
+    if let Err(r) = locate::precheck(text, MAX_YAML_VALUES) {
+        let (line, message) = match r {
+            locate::Refused::TooManyValues { line } => (
+                line,
+                format!("more than {MAX_YAML_VALUES} YAML values (aliases expanded)"),
+            ),
+            locate::Refused::TooDeep { line } => (
+                line,
+                format!("nested more than {} levels deep", locate::MAX_NESTING),
+            ),
+        };
         return Err(ConfigError {
             file: path.to_owned(),
             line: Some(line),
             field: String::new(),
-            message: format!("more than {MAX_YAML_VALUES} YAML values (aliases expanded)"),
+            message,
         });
     }
     let mut file: model::File = if text.trim().is_empty() {
@@ -85,7 +119,7 @@ fn load_str_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Confi
                     .map(|l| l.line())
                     .or_else(|| locate::second_document(text)),
                 field,
-                message,
+                message: ringmesh_yaml::clip(message),
             }
         })?
     };
@@ -96,7 +130,7 @@ fn load_str_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Confi
             file: path.to_owned(),
             line: locate::line_of(&lines, &field),
             field,
-            message,
+            message: ringmesh_yaml::clip(message),
         }
     })?;
     config.version = format!("{:016x}", fnv1a(text.as_bytes()));

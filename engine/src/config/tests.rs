@@ -308,3 +308,78 @@ fn route_methods_are_tokens() {
         );
     }
 }
+
+/// GOOD with `n` routes whose path regex is `regex`.
+fn with_regex_routes(n: usize, regex: &str) -> String {
+    let mut text = GOOD.replace(
+        "          - name: r\n            match: { path: { prefix: / } }\n            route: { cluster: up }\n",
+        "",
+    );
+    let at = text.find("clusters:").unwrap();
+    let mut routes = String::new();
+    for i in 0..n {
+        routes.push_str(&format!(
+            "          - name: r{i}\n            match: {{ path: {{ regex: \"{regex}\" }} }}\n            route: {{ cluster: up }}\n"
+        ));
+    }
+    text.insert_str(at, &routes);
+    text
+}
+
+#[test]
+fn the_regexes_of_a_config_share_a_budget() {
+    // Each near the per-regex limit: without a budget, 10,000 such routes
+    // would take minutes to compile and gigabytes to hold.
+    let t0 = std::time::Instant::now();
+    let e = load(&with_regex_routes(10_000, "/[a-z0-9]{9000}")).unwrap_err();
+    assert!(
+        e.field.starts_with("listeners[0].virtual_hosts[0].routes[")
+            && e.field.ends_with("].match.path.regex"),
+        "{e}"
+    );
+    assert_eq!(
+        e.message,
+        "bad regex: the regexes of this config together exceed the limit of 67108864 bytes compiled"
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t0.elapsed()
+    );
+    // One over the per-regex limit names that limit.
+    let e = load(&with_regex_routes(1, "(\\\\w{100}){100}")).unwrap_err();
+    assert_eq!(
+        e.message,
+        "bad regex: Compiled regex exceeds size limit of 1048576 bytes."
+    );
+    // Ordinary regexes: a thousand routes of them compile.
+    let c = load(&with_regex_routes(1000, "/api/v[0-9]+/users/[^/]+")).unwrap();
+    assert!(matches!(
+        c.listeners[0].kind,
+        ListenerKind::Http(ref t) if t.vhosts[0].routes.len() == 1000
+    ));
+}
+
+#[test]
+fn routes_are_bounded_over_the_whole_config() {
+    let mut file: model::File = serde_yaml::from_str(GOOD).unwrap();
+    let one = file.listeners[0].virtual_hosts[0].routes[0].clone();
+    file.listeners[0].virtual_hosts[0].routes = vec![one; compile::MAX_ROUTES as usize + 1];
+    let (field, msg) = compile::compile(file, Path::new("proxy.yaml")).unwrap_err();
+    assert_eq!(field, "listeners[0].virtual_hosts[0].routes[100000]");
+    assert_eq!(msg, "more than 100000 routes in the config");
+}
+
+#[test]
+fn an_oversized_config_file_is_refused_before_it_is_parsed() {
+    let path = std::env::temp_dir().join(format!("ringmesh-big-{}.yaml", std::process::id()));
+    let line = format!("#{}\n", "x".repeat(1022));
+    let text = line.repeat((MAX_FILE_BYTES / 1024) as usize + 1);
+    std::fs::write(&path, &text).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = load_with(&path, &Overrides::default()).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(e.message, "file is larger than the limit of 16777216 bytes");
+    assert_eq!(e.line, None);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+}

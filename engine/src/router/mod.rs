@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::bytes::Regex;
+use ringmesh_yaml::route_regex::Regex;
 use rustc_hash::FxHashMap;
 
 /// A header a route adds: (lower-case name, value).

@@ -459,6 +459,8 @@ impl Client {
                     (a.version, None)
                 }
                 Err((message, prev)) => {
+                    // It may quote a name or value of any size.
+                    let message = ringmesh_yaml::clip(message);
                     let name = a.kind.map_or("unsubscribed type", Kind::name);
                     crate::log::warn(&format!(
                         "refused {name} version {:?} from the control plane, keeping epoch {}: {message}",

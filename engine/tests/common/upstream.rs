@@ -42,6 +42,18 @@ impl Recorded {
 
 type RawHandler = dyn Fn(TcpStream, usize) + Send + Sync + 'static;
 
+/// A loopback listener on a free port with a backlog of `backlog` (std's
+/// `bind` uses 128: a proxy opening a thousand connections at once would see
+/// SYNs dropped and retried a second later).
+fn bind_with_backlog(backlog: i32) -> TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("upstream socket");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind upstream");
+    s.listen(backlog).expect("listen upstream");
+    s.into()
+}
+
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
@@ -75,7 +87,7 @@ impl Upstream {
     }
 
     fn spawn(name: &str, raw: Option<Arc<RawHandler>>, http_name: Option<String>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let listener = bind_with_backlog(1024);
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
