@@ -4,6 +4,9 @@
 mod common;
 use common::*;
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn start() -> (Upstream, Proxy, std::net::SocketAddr) {
@@ -297,4 +300,54 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(j["body_len"], len, "{path}");
     }
     assert_eq!(up.request_count(), 5);
+}
+
+/// Request smuggling through an upstream that answers before reading the
+/// whole body (a 413, a 401) and closes: the rest of the body must not be
+/// read as a next request on the client's connection.
+#[test]
+fn the_rest_of_a_body_the_upstream_did_not_take_is_never_a_next_request() {
+    let smuggled = Arc::new(AtomicBool::new(false));
+    let seen = smuggled.clone();
+    let up = Upstream::raw("early", move |s, _| {
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let Ok(Some(head)) = read_head(&mut r) else {
+            return;
+        };
+        let mut w = s;
+        if head.starts_with(b"GET /smuggled") {
+            seen.store(true, Ordering::SeqCst);
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nSMUGGLED!");
+            return;
+        }
+        let _ = w.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(50));
+        // Closed with the body unread: a reset.
+        let _ = socket2::SockRef::from(&w).set_linger(Some(Duration::ZERO));
+    });
+    let port = free_port();
+    let _proxy = Proxy::start(&catch_all(port, "up", &[up.addr]));
+    let smuggle = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut c = Conn::connect(local(port));
+    c.send(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\nfirst part",
+            10 + smuggle.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The rest of the body, once the upstream has answered and gone.
+    c.send(smuggle).unwrap();
+    let r = c.read_response("POST").unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("connection"), Some("close"));
+    let rest = c.read_until_closed(Duration::from_secs(5)).unwrap();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !smuggled.load(Ordering::SeqCst),
+        "the rest of the body reached the upstream as a request"
+    );
 }

@@ -792,6 +792,10 @@ impl Conn {
 
         // Phase 3-5: connect (pooled or new), send, await the response head.
         let mut fresh_only = false;
+        // The upstream stopped taking the request body (it may have answered
+        // early): what the client still sends of the body must never be read
+        // as a next request, so the connection closes after the answer.
+        let mut body_unsent = false;
         let (mut up, resp, mut ubuf) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -884,6 +888,7 @@ impl Conn {
                     Err(BodyError::DstError | BodyError::DstTimeout) => {
                         // The upstream may have answered early (413, 401):
                         // fall through and try to read its response.
+                        body_unsent = true;
                     }
                     // The client went away or stalled mid-body: nothing to answer.
                     Err(BodyError::SrcClosed | BodyError::SrcError) => return Ok(Next::Close),
@@ -960,7 +965,11 @@ impl Conn {
         let delimited = resp.framing != BodyFraming::UntilClose;
         // An HTTP/1.0 client cannot read chunked: de-chunk and close after.
         let dechunk = head.version_minor == 0 && resp.framing == BodyFraming::Chunked;
-        let close = !head.keep_alive || !delimited || dechunk || self.worker.drain.is_fired();
+        let close = !head.keep_alive
+            || !delimited
+            || dechunk
+            || body_unsent
+            || self.worker.drain.is_fired();
         let mut out = Vec::with_capacity(resp.head_len + 128);
         head::downstream_response(
             &mut out,
@@ -1048,7 +1057,7 @@ impl Conn {
             &route.name,
             request_id,
         );
-        let reusable = body_ok && resp_keep_alive && delimited && ubuf.is_empty();
+        let reusable = body_ok && resp_keep_alive && delimited && ubuf.is_empty() && !body_unsent;
         self.worker.bufs.put(ubuf);
         if !body_ok {
             // Headers are out: the only honest signal left is to close.
@@ -1057,7 +1066,10 @@ impl Conn {
         if reusable {
             ep.checkin(up, cs.config.max_idle_per_endpoint);
         }
-        Ok(if close {
+        Ok(if body_unsent {
+            // Let the answer reach a client still sending its body.
+            Next::LingerClose
+        } else if close {
             Next::Close
         } else {
             self.after(head, delimited)
