@@ -819,3 +819,172 @@ fn sigterm_sends_goaway_and_in_flight_streams_finish() {
     assert_eq!(st.and_then(|s| s.code()), Some(0), "exit: {st:?}");
     eprintln!("drained in {:?}", t.elapsed());
 }
+
+// ---------------------------------------------------------------------------
+// An upstream that turns streams away without processing them.
+
+/// A raw HTTP/2 upstream whose streams, across connections, follow `script`
+/// in turn (the last entry repeats): `Refuse` resets the stream with
+/// REFUSED_STREAM, `GoAway` answers it with GOAWAY(last_stream_id 0) and
+/// closes the connection, `Answer` replies 200 "ok". Returns its address
+/// and a count of connections accepted.
+#[derive(Clone, Copy, Debug)]
+enum Turn {
+    Refuse,
+    GoAway,
+    Answer,
+}
+
+fn turning_upstream(
+    script: Vec<Turn>,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    let streams = std::sync::Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            c2.fetch_add(1, Ordering::SeqCst);
+            let (script, streams) = (script.clone(), streams.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).is_err() {
+                    return;
+                }
+                let frame = |ty: u8, flags: u8, id: u32, payload: &[u8]| {
+                    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+                    f.extend_from_slice(&[ty, flags]);
+                    f.extend_from_slice(&id.to_be_bytes());
+                    f.extend_from_slice(payload);
+                    f
+                };
+                let _ = s.write_all(&frame(4, 0, 0, &[]));
+                loop {
+                    let mut h = [0u8; 9];
+                    if s.read_exact(&mut h).is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).is_err() {
+                        return;
+                    }
+                    let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    let turn = if h[3] == 1 {
+                        let n = streams.fetch_add(1, Ordering::SeqCst);
+                        script[n.min(script.len() - 1)]
+                    } else {
+                        Turn::Answer
+                    };
+                    match (h[3], turn) {
+                        (4, _) if h[4] & 1 == 0 => {
+                            let _ = s.write_all(&frame(4, 1, 0, &[]));
+                        }
+                        (1, Turn::Refuse) => {
+                            let _ = s.write_all(&frame(3, 0, id, &7u32.to_be_bytes()));
+                        }
+                        (1, Turn::GoAway) => {
+                            let _ = s.write_all(&frame(7, 0, 0, &[0; 8]));
+                            let _ = s.shutdown(std::net::Shutdown::Write);
+                            let _ = std::io::copy(&mut s, &mut std::io::sink());
+                            return;
+                        }
+                        (1, Turn::Answer) => {
+                            // HEADERS `:status: 200` (HPACK static index 8),
+                            // then DATA "ok" ending the stream.
+                            let _ = s.write_all(&frame(1, 4, id, &[0x88]));
+                            let _ = s.write_all(&frame(0, 1, id, b"ok"));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn a_refused_stream_or_one_above_goaway_is_sent_again_unseen_by_the_client() {
+    use std::sync::atomic::Ordering;
+    // HTTP/1.1 client -> HTTP/2 upstream.
+    let (up, conns) = turning_upstream(vec![Turn::Refuse, Turn::GoAway, Turn::Answer]);
+    let (p, port) = proxy_to(up, "http2");
+    let mut c = Conn::connect(local(port));
+    let r = c.request(&Req::get("/x")).expect("response");
+    assert_eq!((r.status, r.text()), (200, "ok".to_string()), "{r:?}");
+    // The refused stream is sent again on the same connection; after the
+    // GOAWAY, on a new one.
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert_metric_line(
+        &p.metrics(),
+        "ringmesh_requests_total{listener=\"web\",route=\"r\",cluster=\"c\",status_class=\"2xx\"} 1",
+    );
+
+    // HTTP/2 client -> HTTP/2 upstream.
+    let (up, conns) = turning_upstream(vec![Turn::GoAway, Turn::Refuse, Turn::Answer]);
+    let (_p, port) = proxy_to(up, "http2");
+    let (body, version) = curl_h2c(&[], &format!("http://127.0.0.1:{port}/y"));
+    assert_eq!((body.as_str(), version.as_str()), ("ok", "2"));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+
+    // An upstream that refuses every time: the client gets one 502, after
+    // the proxy tried three times.
+    let (up, conns) = turning_upstream(vec![Turn::Refuse]);
+    let (_p, port) = proxy_to(up, "http2");
+    let mut c = Conn::connect(local(port));
+    let r = c.request(&Req::get("/z")).expect("response");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.header("ringmesh-error"), Some("upstream_reset"));
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_http1_upstream_closing_its_idle_keep_alive_connection_costs_no_request() {
+    use std::io::Write;
+    // Answers one request per connection with keep-alive framing, then
+    // closes the connection when the next request arrives, unanswered: a
+    // server whose keep-alive timeout ended as the proxy reused the
+    // connection.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c2 = conns.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let _ = s.read(&mut b);
+            });
+        }
+    });
+    let (_p, port) = proxy_to(up, "http1");
+    let mut c = h2(local(port));
+    for (i, id) in [1u32, 3, 5].into_iter().enumerate() {
+        c.send_request(id, "GET", &format!("/k{i}"), &[], None)
+            .unwrap();
+        let r = c.read_response(id, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (Some(200), &b"ok"[..]),
+            "{r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

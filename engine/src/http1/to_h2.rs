@@ -122,73 +122,109 @@ impl Conn {
         let limits = epoch.config.limits.http2.clone();
         let deadline = Instant::now() + fwd.timeout;
 
-        // Connect (one failover: nothing was sent) and send the head.
+        let eos = head.framing == BodyFraming::None;
+        // A request the upstream never took (a refused stream, a stream
+        // above a GOAWAY, a connection going away) is sent again, twice at
+        // most; only a bodiless one, since a body is read from the client
+        // once.
+        let idempotent = head.method.is_idempotent();
+        let mut unprocessed_left = 2u8;
         let mut failover_left = 1u8;
-        let (mut send, slot) = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let acquired =
-                monoio::time::timeout(left, crate::http2::client::acquire(cs, ep, &limits)).await;
-            match acquired {
-                Ok(Ok(x)) => break x,
-                Ok(Err(e)) => {
-                    if failover_left > 0 {
-                        if let Some(o) = cs.pick_other(ep) {
-                            failover_left -= 1;
-                            ep.switch(o.clone());
-                            continue;
+        let resp = loop {
+            // Connect (one failover: nothing was sent) and send the head.
+            let (mut send, slot) = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let acquired =
+                    monoio::time::timeout(left, crate::http2::client::acquire(cs, ep, &limits))
+                        .await;
+                match acquired {
+                    Ok(Ok(x)) => break x,
+                    Ok(Err(e)) => {
+                        if failover_left > 0 {
+                            if let Some(o) = cs.pick_other(ep) {
+                                failover_left -= 1;
+                                ep.switch(o.clone());
+                                continue;
+                            }
                         }
+                        return Err(match e {
+                            crate::upstream::ConnectError::Tls(_) => LocalError::UpstreamTls,
+                            _ => LocalError::ConnectFailed,
+                        });
                     }
-                    return Err(match e {
-                        crate::upstream::ConnectError::Tls(_) => LocalError::UpstreamTls,
-                        _ => LocalError::ConnectFailed,
-                    });
+                    Err(_) => return Err(LocalError::UpstreamTimeout),
+                }
+            };
+            let mesh_hop = cs
+                .config
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.applies_to(ep.addr));
+            let scheme = if mesh_hop { "https" } else { "http" };
+            let req = to_request(&up_head, scheme, mesh_hop).ok_or(LocalError::BadRequest)?;
+            let again = |ep: &mut InFlight, left: &mut u8| {
+                if *left == 0 || !eos {
+                    return false;
+                }
+                *left -= 1;
+                if let Some(o) = cs.pick_other(ep) {
+                    ep.switch(o.clone());
+                }
+                true
+            };
+            let (resp_fut, mut tx) = match send.send_request(req, eos) {
+                Ok(x) => x,
+                Err(_) => {
+                    // Nothing was sent.
+                    slot.broken();
+                    if again(ep, &mut unprocessed_left) {
+                        continue;
+                    }
+                    return Err(LocalError::UpstreamReset);
+                }
+            };
+            if !eos {
+                if head.expect_continue && self.buf.is_empty() {
+                    let (ok, _) = self.send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                    if !ok {
+                        return Ok(Next::Close);
+                    }
+                }
+                let buf = std::mem::take(&mut self.buf);
+                let (res, rest) = crate::http2::proxy::h1_body_to_h2(
+                    &mut self.stream,
+                    buf,
+                    head.framing,
+                    &mut tx,
+                )
+                .await;
+                self.buf = rest;
+                if res.is_err() {
+                    tx.send_reset(h2::Reason::CANCEL);
+                    epoch.count_request(self.listener, Some(route), Some(cluster_idx), 400);
+                    self.log(info, 400, 0, start, None, &route.name, request_id);
+                    return Ok(Next::Close);
+                }
+            }
+            drop(tx);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, resp_fut).await {
+                Ok(Ok(r)) => break (r, slot),
+                Ok(Err(e)) => {
+                    if e.is_io() || e.is_go_away() {
+                        slot.broken();
+                    }
+                    if crate::http2::client::unprocessed(&e, idempotent)
+                        && again(ep, &mut unprocessed_left)
+                    {
+                        continue;
+                    }
+                    return Err(LocalError::UpstreamReset);
                 }
                 Err(_) => return Err(LocalError::UpstreamTimeout),
             }
         };
-        let mesh_hop = cs
-            .config
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.applies_to(ep.addr));
-        let scheme = if mesh_hop { "https" } else { "http" };
-        let req = to_request(&up_head, scheme, mesh_hop).ok_or(LocalError::BadRequest)?;
-        let eos = head.framing == BodyFraming::None;
-        let (resp_fut, mut tx) = send.send_request(req, eos).map_err(|_| {
-            slot.broken();
-            LocalError::UpstreamReset
-        })?;
-        if !eos {
-            if head.expect_continue && self.buf.is_empty() {
-                let (ok, _) = self.send(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
-                if !ok {
-                    return Ok(Next::Close);
-                }
-            }
-            let buf = std::mem::take(&mut self.buf);
-            let (res, rest) =
-                crate::http2::proxy::h1_body_to_h2(&mut self.stream, buf, head.framing, &mut tx)
-                    .await;
-            self.buf = rest;
-            if res.is_err() {
-                tx.send_reset(h2::Reason::CANCEL);
-                epoch.count_request(self.listener, Some(route), Some(cluster_idx), 400);
-                self.log(info, 400, 0, start, None, &route.name, request_id);
-                return Ok(Next::Close);
-            }
-        }
-        drop(tx);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let resp = match monoio::time::timeout(left, resp_fut).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                if e.is_io() || e.is_go_away() {
-                    slot.broken();
-                }
-                return Err(LocalError::UpstreamReset);
-            }
-            Err(_) => return Err(LocalError::UpstreamTimeout),
-        };
+        let (resp, slot) = resp;
         let (parts, mut body) = resp.into_parts();
         let status = parts.status.as_u16();
         let no_body = head.method == Method::Head

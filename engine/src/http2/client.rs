@@ -92,44 +92,71 @@ pub async fn acquire(
         .as_ref()
         .is_some_and(|t| t.applies_to(ep.addr));
     let pool = &ep.h2;
-    let pick = {
-        let mut conns = pool.conns.borrow_mut();
-        conns.retain(|c| !c.closed.get() && c.tls == tls);
-        let room = conns
-            .iter()
-            .find(|c| c.streams.get() < c.max.get())
-            .cloned();
-        match room {
-            Some(c) => Some(c),
-            None if conns.len() < MAX_CONNS => None,
-            None => conns.iter().min_by_key(|c| c.streams.get()).cloned(),
-        }
-    };
-    let conn = match pick {
-        Some(c) => {
-            cs.stats.pool_hits.inc();
-            c
-        }
-        None => {
-            cs.stats.pool_misses.inc();
-            let c = open(cs, ep, limits, tls).await?;
-            pool.conns.borrow_mut().push(c.clone());
-            c
-        }
-    };
-    conn.streams.set(conn.streams.get() + 1);
-    conn.last_used.set(Instant::now());
-    let slot = Slot(conn.clone());
-    match conn.send.clone().ready().await {
-        Ok(send) => Ok((send, slot)),
-        Err(e) => {
-            slot.broken();
-            Err(ConnectError::Refused(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                e.to_string(),
-            )))
+    // A pooled connection the peer has sent GOAWAY on fails `ready`: it is
+    // dropped and the next one (or a new one) is tried.
+    for _ in 0..=MAX_CONNS {
+        let pick = {
+            let mut conns = pool.conns.borrow_mut();
+            conns.retain(|c| !c.closed.get() && c.tls == tls);
+            let room = conns
+                .iter()
+                .find(|c| c.streams.get() < c.max.get())
+                .cloned();
+            match room {
+                Some(c) => Some(c),
+                None if conns.len() < MAX_CONNS => None,
+                None => conns.iter().min_by_key(|c| c.streams.get()).cloned(),
+            }
+        };
+        let fresh = pick.is_none();
+        let conn = match pick {
+            Some(c) => {
+                cs.stats.pool_hits.inc();
+                c
+            }
+            None => {
+                cs.stats.pool_misses.inc();
+                let c = open(cs, ep, limits, tls).await?;
+                pool.conns.borrow_mut().push(c.clone());
+                c
+            }
+        };
+        conn.streams.set(conn.streams.get() + 1);
+        conn.last_used.set(Instant::now());
+        let slot = Slot(conn.clone());
+        match conn.send.clone().ready().await {
+            Ok(send) => return Ok((send, slot)),
+            Err(e) => {
+                slot.broken();
+                if fresh {
+                    return Err(refused(&e));
+                }
+            }
         }
     }
+    Err(ConnectError::Refused(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "every pooled HTTP/2 connection was going away",
+    )))
+}
+
+fn refused(e: &h2::Error) -> ConnectError {
+    ConnectError::Refused(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        e.to_string(),
+    ))
+}
+
+/// Whether the upstream certainly did not process a stream that failed with
+/// `e` (RFC 9113 §8.7), so that it may be sent again on another connection:
+/// it was refused (REFUSED_STREAM), or, for a request that is safe to repeat
+/// anyway (`idempotent`), it fell to a GOAWAY (a graceful shutdown's streams
+/// above the last one the peer took).
+pub fn unprocessed(e: &h2::Error, idempotent: bool) -> bool {
+    if !e.is_remote() {
+        return false;
+    }
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (idempotent && e.is_go_away())
 }
 
 async fn open(

@@ -471,6 +471,10 @@ pub fn grpc_timeout(h: &HeaderMap) -> Option<Duration> {
 enum Fail {
     Connect(ConnectError),
     Reset,
+    /// The upstream certainly did not take the request (a stale pooled
+    /// HTTP/1.1 connection, a refused stream, a stream above a GOAWAY): it
+    /// may be sent again whatever the route's retry policy says.
+    Unprocessed,
     Timeout,
     BadResponse,
     /// The client went away: nothing to answer.
@@ -482,7 +486,7 @@ impl Fail {
         match self {
             Fail::Connect(ConnectError::Tls(_)) => (503, "upstream_tls_handshake_failed"),
             Fail::Connect(_) => (503, "upstream_connect_failed"),
-            Fail::Reset => (502, "upstream_reset"),
+            Fail::Reset | Fail::Unprocessed => (502, "upstream_reset"),
             Fail::Timeout => (504, "upstream_timeout"),
             Fail::BadResponse => (502, "bad_upstream_response"),
             Fail::ClientGone => (499, ""),
@@ -543,6 +547,10 @@ async fn forward(
     let policy = if whole { fwd.retry } else { Retry::default() };
     let mut retries_left = policy.attempts;
     let mut failover_left = 1u8;
+    // Sends again of a request the upstream never took (bounded: every
+    // connection of a pool may be going away at once).
+    let mut unprocessed_left = 2u8;
+    let idempotent = codec::Method::from_token(parts.method.as_str().as_bytes()).is_idempotent();
     let deadline = Instant::now() + timeout;
     let mut body_slot = Some(body);
     let limits = &epoch.config.limits.http2;
@@ -561,9 +569,9 @@ async fn forward(
                 &ep,
                 limits,
                 &mut parts,
-                retries_left == 0,
+                retries_left == 0 && unprocessed_left == 0,
                 &mut body_slot,
-                down,
+                (down, idempotent),
                 try_timeout,
                 respond,
             )
@@ -576,6 +584,7 @@ async fn forward(
                 &ep,
                 &parts,
                 &mut body_slot,
+                idempotent,
                 try_timeout,
                 respond,
             ))
@@ -600,6 +609,13 @@ async fn forward(
             Err(Fail::ClientGone) => {
                 answer_fail(respond, &Fail::ClientGone);
                 return;
+            }
+            Err(Fail::Unprocessed) if unprocessed_left > 0 && body_slot.is_some() => {
+                unprocessed_left -= 1;
+                if let Some(o) = cs.pick_other(&ep).cloned() {
+                    ep = o;
+                }
+                continue;
             }
             Err(Fail::Connect(e)) => {
                 let other = cs.pick_other(&ep).cloned();
@@ -677,7 +693,7 @@ async fn send_h2(
     parts: &mut http::request::Parts,
     last: bool,
     body: &mut Option<RecvStream>,
-    down: Proto,
+    (down, idempotent): (Proto, bool),
     timeout: Duration,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<UpResponse, Fail> {
@@ -734,8 +750,9 @@ async fn send_h2(
     let (resp, tx) = match send.send_request(req, eos) {
         Ok(x) => x,
         Err(_) => {
+            // Nothing was sent.
             slot.broken();
-            return Err(Fail::Reset);
+            return Err(Fail::Unprocessed);
         }
     };
     if !eos {
@@ -750,6 +767,9 @@ async fn send_h2(
         Err(e) => {
             if e.is_io() || e.is_go_away() {
                 slot.broken();
+            }
+            if super::client::unprocessed(&e, idempotent && eos) {
+                return Err(Fail::Unprocessed);
             }
             Err(Fail::Reset)
         }
@@ -836,11 +856,23 @@ async fn send_h1(
     ep: &Endpoint,
     parts: &http::request::Parts,
     body: &mut Option<RecvStream>,
+    idempotent: bool,
     timeout: Duration,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<UpResponse, Fail> {
     let eos = body.as_ref().is_none_or(|b| b.is_end_stream());
-    let mut conn = match ep.checkout(cs.config.idle_timeout, Duration::ZERO) {
+    let pooled = ep.checkout(cs.config.idle_timeout, Duration::ZERO);
+    // A pooled connection the upstream closed while it sat idle fails
+    // before any response byte; a request safe to repeat is sent again.
+    let stale_ok = pooled.is_some() && eos && idempotent;
+    let stale = || {
+        if stale_ok {
+            Fail::Unprocessed
+        } else {
+            Fail::Reset
+        }
+    };
+    let mut conn = match pooled {
         Some(c) => {
             cs.stats.pool_hits.inc();
             c
@@ -856,7 +888,7 @@ async fn send_h1(
     let (head, chunked) = h1_request_head(parts, eos);
     let (res, _) = conn.write_all(head).await;
     if res.is_err() {
-        return Err(Fail::Reset);
+        return Err(stale());
     }
     if !eos {
         if let Some(mut src) = body.take() {
@@ -887,9 +919,11 @@ async fn send_h1(
                     Err(_) => return Err(Fail::BadResponse),
                 }
             }
+            let first = buf.is_empty();
             let (res, b) = crate::io::read_append(&mut conn, buf, 4096).await;
             buf = b;
             match res {
+                Ok(0) | Err(_) if first => return Err(stale()),
                 Ok(0) | Err(_) => return Err(Fail::Reset),
                 Ok(_) => {}
             }
