@@ -16,6 +16,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use ringmesh_engine::config::{load_str, model, Config};
+use ringmesh_fuzz::check_yaml_error;
 
 const FILE: &str = "fuzz.yaml";
 
@@ -36,24 +37,7 @@ fuzz_target!(|data: &[u8]| {
     match load_str(path, text) {
         Err(e) => {
             assert_eq!(e.file, path);
-            assert!(!e.message.is_empty(), "{e:?}");
-            // A stream of several documents is the whole file's fault; the
-            // loaders give the line of the second document when yaml-rust2
-            // sees one (libyaml, under serde_yaml, also splits on some
-            // indentation mistakes that yaml-rust2 calls syntax errors).
-            assert!(
-                !e.field.is_empty()
-                    || e.line.is_some()
-                    || e.message.contains("more than one document"),
-                "an error names neither a field nor a line: {e}"
-            );
-            if let Some(line) = e.line {
-                assert!(
-                    line >= 1 && line <= yaml_lines(text),
-                    "line {line} of a {}-line text: {e}",
-                    yaml_lines(text)
-                );
-            }
+            check_yaml_error(&e, text);
         }
         Ok(config) => round_trip(&config),
     }
@@ -93,20 +77,4 @@ fn round_trip(c: &Config) {
         compiled(&again),
         "round trip changed the config:\n{yaml}"
     );
-}
-
-/// Lines as libyaml counts them (CR, LF, CRLF, NEL, LS and PS each end
-/// one), plus the one after the last, where it puts an error at the end of
-/// the input.
-fn yaml_lines(text: &str) -> usize {
-    let mut lines = 2;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => lines += 1,
-            _ => {}
-        }
-    }
-    lines
 }

@@ -24,6 +24,7 @@ use ringmesh_control::snapshot;
 use ringmesh_control::world::World;
 use ringmesh_engine::config::model;
 use ringmesh_engine::xds::{translate, Kind, State};
+use ringmesh_fuzz::check_yaml_error;
 use ringmesh_proto::v1 as pb;
 
 fuzz_target!(|data: &[u8]| {
@@ -39,20 +40,7 @@ fuzz_target!(|data: &[u8]| {
             let Some((_, text)) = files.iter().find(|(p, _)| *p == e.file) else {
                 panic!("the error names no file given: {e}");
             };
-            assert!(!e.message.is_empty(), "{e:?}");
-            // A stream of several documents is the whole file's fault; the
-            // loaders give the line of the second document when yaml-rust2
-            // sees one (libyaml, under serde_yaml, also splits on some
-            // indentation mistakes that yaml-rust2 calls syntax errors).
-            assert!(
-                !e.field.is_empty()
-                    || e.line.is_some()
-                    || e.message.contains("more than one document"),
-                "an error names neither a field nor a line: {e}"
-            );
-            if let Some(line) = e.line {
-                assert!(line >= 1 && line <= yaml_lines(text), "{e}");
-            }
+            check_yaml_error(&e, text);
         }
         Ok(mesh) => {
             check_mesh(&mesh);
@@ -163,20 +151,4 @@ fn check_snapshots(mesh: Mesh) {
             panic!("the proxy cannot compile the snapshot for {}: {e}", node.id);
         }
     }
-}
-
-/// Lines as libyaml counts them (CR, LF, CRLF, NEL, LS and PS each end
-/// one), plus the one after the last, where it puts an error at the end of
-/// the input.
-fn yaml_lines(text: &str) -> usize {
-    let mut lines = 2;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => lines += 1,
-            _ => {}
-        }
-    }
-    lines
 }

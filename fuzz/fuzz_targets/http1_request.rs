@@ -21,6 +21,7 @@ use ringmesh_engine::http1::codec::{
 };
 use ringmesh_engine::http1::head::{upstream_request, RequestEdits};
 use ringmesh_engine::router::{Action, Direct, PathMatcher, Route};
+use ringmesh_fuzz::split_points;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
@@ -138,23 +139,6 @@ fn check_head(data: &[u8], h: &RequestHead) {
     if h.version_minor == 1 {
         assert!(h.host.is_some(), "HTTP/1.1 without Host");
     }
-}
-
-/// Split points worth trying: around the end of the head and every line end.
-fn split_points(data: &[u8], end: usize) -> Vec<usize> {
-    let mut points: Vec<usize> = (1..=4).filter_map(|d| end.checked_sub(d)).collect();
-    for (i, &b) in data[..end].iter().enumerate() {
-        if b == b'\r' || b == b'\n' {
-            points.extend([i, i + 1]);
-        }
-        if points.len() > 64 {
-            break;
-        }
-    }
-    points.retain(|&k| k < end);
-    points.sort_unstable();
-    points.dedup();
-    points
 }
 
 fn check_incremental(data: &[u8], h: &RequestHead, limits: &Limits) {

@@ -16,6 +16,7 @@ use ringmesh_engine::http1::codec::{
 };
 use ringmesh_engine::http1::head::{downstream_response, ResponseEdits};
 use ringmesh_engine::router::{Action, Direct, PathMatcher, Route};
+use ringmesh_fuzz::split_points;
 
 const METHODS: [Method; 10] = [
     Method::Get,
@@ -118,22 +119,6 @@ fn check_head(data: &[u8], h: &ResponseHead, method: Method) {
     if h.status == 101 {
         assert!(!h.keep_alive);
     }
-}
-
-fn split_points(data: &[u8], end: usize) -> Vec<usize> {
-    let mut points: Vec<usize> = (1..=4).filter_map(|d| end.checked_sub(d)).collect();
-    for (i, &b) in data[..end].iter().enumerate() {
-        if b == b'\r' || b == b'\n' {
-            points.extend([i, i + 1]);
-        }
-        if points.len() > 64 {
-            break;
-        }
-    }
-    points.retain(|&k| k < end);
-    points.sort_unstable();
-    points.dedup();
-    points
 }
 
 fn check_downstream(data: &[u8], h: &ResponseHead, method: Method) {

@@ -1,6 +1,8 @@
 //! Helpers shared by the fuzz targets (`fuzz_targets/`) and the seed writer
-//! (`examples/make_seeds.rs`): the framing of multi-message inputs and the
-//! control-plane responses the `xds_decode` target starts from.
+//! (`examples/make_seeds.rs`): the framing of multi-message inputs, the
+//! control-plane responses the `xds_decode` target starts from, the split
+//! points of the HTTP/1 head targets and the YAML error check of the config
+//! targets.
 
 use ringmesh_proto::v1 as pb;
 use ringmesh_proto::v1::resource::Kind as PbKind;
@@ -166,4 +168,59 @@ pub fn xds_base() -> Vec<pb::DiscoveryResponse> {
             )],
         ),
     ]
+}
+
+/// Split points worth trying in an HTTP/1 head ending at `end`: around its
+/// end and at every line end.
+pub fn split_points(data: &[u8], end: usize) -> Vec<usize> {
+    let mut points: Vec<usize> = (1..=4).filter_map(|d| end.checked_sub(d)).collect();
+    for (i, &b) in data[..end].iter().enumerate() {
+        if b == b'\r' || b == b'\n' {
+            points.extend([i, i + 1]);
+        }
+        if points.len() > 64 {
+            break;
+        }
+    }
+    points.retain(|&k| k < end);
+    points.sort_unstable();
+    points.dedup();
+    points
+}
+
+/// A refused YAML `text` (proxy config or control-plane file): the error
+/// says something and names a field or a line inside the text.
+pub fn check_yaml_error(e: &ringmesh_yaml::ConfigError, text: &str) {
+    assert!(!e.message.is_empty(), "{e:?}");
+    // A stream of several documents is the whole file's fault; the loaders
+    // give the line of the second document when yaml-rust2 sees one
+    // (libyaml, under serde_yaml, also splits on some indentation mistakes
+    // that yaml-rust2 calls syntax errors).
+    assert!(
+        !e.field.is_empty() || e.line.is_some() || e.message.contains("more than one document"),
+        "an error names neither a field nor a line: {e}"
+    );
+    if let Some(line) = e.line {
+        let lines = yaml_lines(text);
+        assert!(
+            line >= 1 && line <= lines,
+            "line {line} of a {lines}-line text: {e}"
+        );
+    }
+}
+
+/// Lines as libyaml counts them (CR, LF, CRLF, NEL, LS and PS each end
+/// one), plus the one after the last, where it puts an error at the end of
+/// the input.
+fn yaml_lines(text: &str) -> usize {
+    let mut lines = 2;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => lines += 1,
+            _ => {}
+        }
+    }
+    lines
 }
